@@ -1,0 +1,16 @@
+"""kvm-kubeadm: a kubeadm cluster on one libvirt/KVM host."""
+
+import pulumi
+
+from components import config
+from components.cluster import Cluster
+
+settings = config.load()
+cluster = Cluster("k8s", settings)
+
+pulumi.export("nodes", {node.name: str(node.ip) for node in settings.nodes})
+pulumi.export("masterIp", cluster.control_plane.node.ip)
+pulumi.export("workerIps", [worker.node.ip for worker in cluster.workers])
+if cluster.kubeconfig is not None:
+    pulumi.export("kubeconfig", cluster.kubeconfig)
+    pulumi.export("joinCommand", cluster.join_command)

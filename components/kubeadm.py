@@ -1,0 +1,150 @@
+"""kubeadm config files (v1beta4) and the flannel kustomization, built with pyyaml.
+
+The token-free documents are kept apart from the token, so that a token
+refresh changes only the secret stdin of a stage and never its triggers.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from .config import NodeSpec, Settings
+
+KUBEADM_API = "kubeadm.k8s.io/v1beta4"
+KUBELET_API = "kubelet.config.k8s.io/v1beta1"
+CRI_SOCKET = "unix:///run/containerd/containerd.sock"
+API_SERVER_PORT = 6443
+FLANNEL_IMAGES = {
+    # Images as the upstream manifests name them, across the releases that moved registries.
+    "flannel": ("ghcr.io/flannel-io/flannel", "docker.io/flannel/flannel"),
+    "flannel-cni-plugin": ("ghcr.io/flannel-io/flannel-cni-plugin", "docker.io/flannel/flannel-cni-plugin"),
+}
+
+
+def api_endpoint(settings: Settings) -> str:
+    return f"{settings.control_plane.ip}:{API_SERVER_PORT}"
+
+
+def _node_registration(node: NodeSpec) -> dict[str, Any]:
+    return {
+        "name": node.name,
+        "criSocket": CRI_SOCKET,
+        # The node's fixed address, not whatever the default route or hostname lookup gives.
+        "kubeletExtraArgs": [{"name": "node-ip", "value": str(node.ip)}],
+    }
+
+
+def init_documents(settings: Settings) -> list[dict[str, Any]]:
+    """InitConfiguration (without bootstrap tokens), ClusterConfiguration and KubeletConfiguration."""
+    master = settings.control_plane
+    registration = _node_registration(master)
+    if settings.control_plane_schedulable:
+        registration["taints"] = []  # an empty list removes the control-plane taint
+    cluster: dict[str, Any] = {
+        "apiVersion": KUBEADM_API,
+        "kind": "ClusterConfiguration",
+        "controlPlaneEndpoint": api_endpoint(settings),
+        "imageRepository": settings.mirrors.image_repository,
+        "networking": {
+            "serviceSubnet": str(settings.kubernetes.service_cidr),
+            "podSubnet": str(settings.kubernetes.pod_cidr),
+        },
+    }
+    if settings.kubernetes.version.count(".") == 2:
+        # With MAJOR.MINOR only, kubeadm uses its own (pinned) version.
+        cluster["kubernetesVersion"] = f"v{settings.kubernetes.version}"
+    return [
+        {
+            "apiVersion": KUBEADM_API,
+            "kind": "InitConfiguration",
+            "localAPIEndpoint": {"advertiseAddress": str(master.ip), "bindPort": API_SERVER_PORT},
+            "nodeRegistration": registration,
+        },
+        cluster,
+        {"apiVersion": KUBELET_API, "kind": "KubeletConfiguration", "cgroupDriver": "systemd"},
+    ]
+
+
+def dump_all(documents: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
+
+
+def init_config(settings: Settings, token: str, expires: str) -> str:
+    """The init config file, with the bootstrap token (secret)."""
+    documents = init_documents(settings)
+    documents[0] = {
+        **documents[0],
+        "bootstrapTokens": [
+            {
+                "token": token,
+                "expires": expires,
+                "usages": ["signing", "authentication"],
+                "groups": ["system:bootstrappers:kubeadm:default-node-token"],
+            }
+        ],
+    }
+    return dump_all(documents)
+
+
+def join_config(settings: Settings, node: NodeSpec, token: str, ca_hash: str) -> str:
+    """The JoinConfiguration of a worker (secret: token and CA hash)."""
+    return dump_all(
+        [
+            {
+                "apiVersion": KUBEADM_API,
+                "kind": "JoinConfiguration",
+                "discovery": {
+                    "bootstrapToken": {
+                        "apiServerEndpoint": api_endpoint(settings),
+                        "token": token,
+                        "caCertHashes": [ca_hash],
+                    }
+                },
+                "nodeRegistration": _node_registration(node),
+            }
+        ]
+    )
+
+
+def join_command(settings: Settings, token: str, ca_hash: str) -> str:
+    """The procedure's join line, for people; the stages use join_config."""
+    return f"kubeadm join {api_endpoint(settings)} --token {token} --discovery-token-ca-cert-hash {ca_hash}"
+
+
+def flannel_net_conf(settings: Settings) -> dict[str, Any]:
+    return {"Network": str(settings.kubernetes.pod_cidr), "EnableNFTables": False, "Backend": {"Type": "vxlan"}}
+
+
+def flannel_kustomization(settings: Settings) -> str:
+    """Kustomization over the fetched manifest: pod CIDR always, image registry when mirrored."""
+    kustomization: dict[str, Any] = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["kube-flannel.yml"],
+        "patches": [
+            {
+                "target": {"kind": "ConfigMap", "name": "kube-flannel-cfg"},
+                "patch": yaml.safe_dump(
+                    [
+                        {
+                            "op": "replace",
+                            "path": "/data/net-conf.json",
+                            "value": json.dumps(flannel_net_conf(settings), indent=2),
+                        }
+                    ],
+                    sort_keys=False,
+                ),
+            }
+        ],
+    }
+    registry = settings.mirrors.flannel_registry
+    if registry:
+        kustomization["images"] = [
+            {"name": upstream, "newName": f"{registry}/{name}"}
+            for name, upstreams in FLANNEL_IMAGES.items()
+            for upstream in upstreams
+        ]
+    return yaml.safe_dump(kustomization, sort_keys=False)

@@ -1,0 +1,116 @@
+"""One KVM virtual machine: copy-on-write root volume, cloud-init seed, domain, SSH connection."""
+
+from __future__ import annotations
+
+import shlex
+
+import pulumi
+import pulumi_libvirt as libvirt
+from pulumi_command import remote
+
+from . import cloudinit
+from .config import NodeSpec, Settings
+from .network import Network
+
+GIB = 1024**3
+# SSH comes up tens of seconds after the DHCP lease (more under software emulation);
+# dial attempts are bounded so that nothing waits forever on a VM that is gone.
+SSH_DIAL_ERROR_LIMIT = 60
+SSH_PER_DIAL_TIMEOUT_SECONDS = 10
+
+
+def kernel_cmdline(cmdline: str) -> list[dict[str, str]]:
+    """`root=/dev/vda console=ttyS0 quiet` as the provider wants it: one map per argument, in order."""
+    args = []
+    for word in shlex.split(cmdline):
+        key, _, value = word.partition("=")
+        args.append({key: value} if value else {"_": key})
+    return args
+
+
+class Node(pulumi.ComponentResource):
+    """A cluster VM at its fixed address; later stages reach it through `connection`."""
+
+    name: str
+    """Hostname and Kubernetes node name."""
+    ip: str
+    """Fixed address on the node subnet."""
+    connection: remote.ConnectionArgs
+    """SSH connection (private key secret, bounded dial retries)."""
+    root_volume: libvirt.Volume
+    """Copy-on-write root disk on the shared base image."""
+    domain: libvirt.Domain
+    """The libvirt domain."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        spec: NodeSpec,
+        network: Network,
+        base_volume: libvirt.Volume,
+        protect_sizing: bool = False,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("kvm:infra:Node", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.name = spec.name
+        self.ip = str(spec.ip)
+
+        self.root_volume = libvirt.Volume(
+            f"{name}-root",
+            name=settings.libvirt_name(f"{spec.name}-root.qcow2"),
+            pool=settings.libvirt.pool,
+            base_volume_id=base_volume.id,
+            format="qcow2",
+            size=spec.disk_gib * GIB,
+            opts=child,
+        )
+        seed = libvirt.CloudInitDisk(
+            f"{name}-cloudinit",
+            name=settings.libvirt_name(f"{spec.name}-cloudinit.iso"),
+            pool=settings.libvirt.pool,
+            user_data=cloudinit.user_data(settings, spec),
+            meta_data=cloudinit.meta_data(settings, spec),
+            # cloud-init acts on first boot only; a new seed would replace the VM for nothing.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["userData", "metaData"]),
+        )
+        lease = network.lease(spec)
+        image = settings.image
+        self.domain = libvirt.Domain(
+            f"{name}-domain",
+            name=settings.libvirt_name(spec.name),
+            vcpu=spec.vcpu,
+            memory=spec.memory_mib,
+            autostart=True,
+            cloudinit=seed.id,
+            disks=[libvirt.DomainDiskArgs(volume_id=self.root_volume.id)],
+            network_interfaces=[
+                libvirt.DomainNetworkInterfaceArgs(
+                    network_id=network.network_id,
+                    mac=lease.mac,
+                    addresses=[lease.ip],
+                    hostname=lease.hostname,
+                    wait_for_lease=True,
+                )
+            ],
+            consoles=[libvirt.DomainConsoleArgs(type="pty", target_type="serial", target_port="0")],
+            kernel=image.kernel,
+            initrd=image.initrd,
+            cmdlines=kernel_cmdline(image.cmdline) if image.kernel else None,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # libvirt domain names are unique: the old VM must go before its replacement.
+                delete_before_replace=True,
+                # A sizing change replaces the VM; for the control plane that needs an opt-in.
+                ignore_changes=["vcpu", "memory"] if protect_sizing else None,
+            ),
+        )
+        self.connection = remote.ConnectionArgs(
+            host=self.ip,
+            user=settings.ssh.user,
+            private_key=pulumi.Output.secret(settings.ssh.private_key),
+            dial_error_limit=SSH_DIAL_ERROR_LIMIT,
+            per_dial_timeout=SSH_PER_DIAL_TIMEOUT_SECONDS,
+        )
+        self.register_outputs({"name": self.name, "ip": self.ip, "domain_id": self.domain.id})

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Stage cni (control plane): apply the pinned flannel manifest, fetched at run
+# time, through a kustomization that sets the pod CIDR (and the image
+# registry, when mirrored); then wait for the DaemonSet.
+set -euo pipefail
+# @parameters
+
+readonly DIR=/etc/kvm-kubeadm/flannel
+export KUBECONFIG=/etc/kubernetes/admin.conf
+
+fetch_manifest() {
+  if [[ -s "$DIR/kube-flannel.yml" && "$(cat "$DIR/source" 2>/dev/null)" == "$MANIFEST_URL" ]]; then
+    return 0
+  fi
+  curl -fsSL --retry 5 -o "$DIR/kube-flannel.yml.part" "$MANIFEST_URL"
+  mv "$DIR/kube-flannel.yml.part" "$DIR/kube-flannel.yml"
+  echo "$MANIFEST_URL" >"$DIR/source"
+  log "fetched $MANIFEST_URL"
+}
+
+main() {
+  install -d -m 0755 "$DIR"
+  printf '%s\n' "$KUSTOMIZATION" >"$DIR/kustomization.yaml"
+  fetch_manifest
+  kubectl apply -k "$DIR"
+  kubectl -n kube-flannel rollout status daemonset/kube-flannel-ds --timeout="${TIMEOUT_SECONDS}s"
+  log "done"
+}
+
+[[ -n "${KVMK_SOURCE_ONLY:-}" ]] || main

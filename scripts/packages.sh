@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Stage packages (every node): OS apt mirror, kubeadm/kubelet/kubectl from the
+# pkgs.k8s.io layout (pinned and held), containerd with the systemd cgroup
+# driver and the pause image from the configured image repository.
+set -euo pipefail
+# @parameters
+
+readonly KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
+readonly KUBE_LIST=/etc/apt/sources.list.d/kubernetes.list
+readonly CONTAINERD_CONFIG=/etc/containerd/config.toml
+
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Options::=--force-confold "$@"
+}
+
+# Point the OS archive entries (deb822 and one-line formats) at the mirror, keeping each path.
+set_os_mirror() {
+  [[ -n "$OS_APT_MIRROR" ]] || return 0
+  local file changed=0 before
+  for file in /etc/apt/sources.list /etc/apt/sources.list.d/ubuntu.sources /etc/apt/sources.list.d/debian.sources; do
+    [[ -f "$file" ]] || continue
+    before=$(sha256sum "$file")
+    sed -Ei \
+      -e "s#^(URIs:[[:space:]]*)https?://[^/[:space:]]+/#\\1${OS_APT_MIRROR}/#" \
+      -e "s#^(deb(-src)?([[:space:]]+\\[[^]]*\\])?[[:space:]]+)https?://[^/[:space:]]+/#\\1${OS_APT_MIRROR}/#" \
+      "$file"
+    [[ "$(sha256sum "$file")" == "$before" ]] || changed=1
+  done
+  if ((changed)); then
+    log "OS apt sources point at $OS_APT_MIRROR"
+    apt_get update
+  fi
+}
+
+ensure_apt_lists() {
+  if ! compgen -G '/var/lib/apt/lists/*_Packages' >/dev/null; then
+    apt_get update
+  fi
+}
+
+# 1.36 matches 1.36.x-y; 1.36.3 matches 1.36.3-y (not 1.36.30-y).
+matches_version() {
+  [[ "$1" == "$KUBE_VERSION"-* || "$1" == "$KUBE_VERSION".* ]]
+}
+
+install_kube_packages() {
+  local line="deb [signed-by=$KEYRING] $KUBE_REPO /" installed wanted
+  install -d -m 0755 /etc/apt/keyrings
+  if [[ ! -s "$KEYRING" ]] || ! grep -qxF "$line" "$KUBE_LIST" 2>/dev/null; then
+    curl -fsSL --retry 5 "${KUBE_REPO}Release.key" | gpg --dearmor --yes -o "$KEYRING"
+    echo "$line" >"$KUBE_LIST"
+    apt_get update
+    log "kube package repo: $KUBE_REPO"
+  fi
+  installed=$(dpkg-query -W -f='${Version}' kubeadm 2>/dev/null || true)
+  if matches_version "$installed" &&
+    [[ "$(dpkg-query -W -f='${Version}' kubelet kubectl 2>/dev/null)" == "$installed$installed" ]]; then
+    return 0
+  fi
+  wanted=$(apt-cache madison kubeadm | awk '{ print $3 }' | while read -r candidate; do
+    if matches_version "$candidate"; then echo "$candidate"; fi
+  done | sort -V | tail -n 1)
+  if [[ -z "$wanted" ]]; then
+    echo "no kubeadm package matches version $KUBE_VERSION in $KUBE_REPO" >&2
+    return 1
+  fi
+  apt_get install --allow-change-held-packages --allow-downgrades \
+    "kubelet=$wanted" "kubeadm=$wanted" "kubectl=$wanted"
+  apt-mark hold kubelet kubeadm kubectl >/dev/null
+  systemctl enable kubelet >/dev/null 2>&1 || true
+  log "kubelet, kubeadm, kubectl $wanted installed and held"
+}
+
+# Set KEY = VALUE inside TOML table TABLE (quotes in the table path are ignored),
+# replacing the key, adding it to the table, or adding the table at the end.
+toml_set() {
+  local file=$1 table=$2 key=$3 value=$4 tmp
+  tmp=$(mktemp "$file.XXXXXX")
+  awk -v table="$table" -v key="$key" -v value="$value" '
+    function norm(s) { gsub(/["'\''[:space:]]/, "", s); return s }
+    BEGIN { want = norm("[" table "]") }
+    /^[[:space:]]*\[/ {
+      if (inside && !done) { print key " = " value; done = 1 }
+      inside = (norm($0) == want)
+      print
+      next
+    }
+    inside && !done && $0 ~ ("^[[:space:]]*" key "[[:space:]]*=") {
+      match($0, /^[[:space:]]*/)
+      print substr($0, 1, RLENGTH) key " = " value
+      done = 1
+      next
+    }
+    { print }
+    END {
+      if (inside && !done) { print key " = " value; done = 1 }
+      if (!done) { print ""; print "[" table "]"; print key " = " value }
+    }' "$file" >"$tmp"
+  mv "$tmp" "$file"
+}
+
+# Edit a containerd config in place for either layout: config version 2
+# (containerd 1.x) or version 3 (containerd 2.x, where the CRI plugin was split).
+configure_containerd() {
+  local file=$1 pause_image=$2 version runc_table sandbox_table sandbox_key
+  version=$(awk -F= '/^[[:space:]]*version[[:space:]]*=/ { gsub(/[[:space:]]/, "", $2); print $2; exit }' "$file")
+  case "$version" in
+    3)
+      runc_table="plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options"
+      sandbox_table="plugins.'io.containerd.cri.v1.images'.pinned_images"
+      sandbox_key=sandbox
+      ;;
+    2)
+      runc_table='plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options'
+      sandbox_table='plugins."io.containerd.grpc.v1.cri"'
+      sandbox_key=sandbox_image
+      ;;
+    *)
+      echo "unsupported containerd config version '${version:-none}' in $file" >&2
+      return 1
+      ;;
+  esac
+  toml_set "$file" "$runc_table" SystemdCgroup true
+  toml_set "$file" "$sandbox_table" "$sandbox_key" "\"$pause_image\""
+}
+
+install_containerd() {
+  if ! command -v containerd >/dev/null; then
+    apt_get install containerd
+    log "containerd installed"
+  fi
+  local pause_image candidate
+  # kubeadm knows which pause image its release expects; ask it rather than pin a tag here.
+  pause_image=$(kubeadm config images list --image-repository "$IMAGE_REPOSITORY" \
+    --kubernetes-version "$(kubeadm version -o short)" | grep '/pause:' || true)
+  if [[ -z "$pause_image" ]]; then
+    echo "kubeadm named no pause image under $IMAGE_REPOSITORY" >&2
+    return 1
+  fi
+  candidate=$(mktemp)
+  containerd config default >"$candidate"
+  configure_containerd "$candidate" "$pause_image"
+  install -d -m 0755 /etc/containerd
+  if ! cmp -s "$candidate" "$CONTAINERD_CONFIG"; then
+    install -m 0644 "$candidate" "$CONTAINERD_CONFIG"
+    systemctl restart containerd
+    log "containerd configured: SystemdCgroup = true, sandbox $pause_image"
+  fi
+  rm -f "$candidate"
+  systemctl enable --now containerd >/dev/null 2>&1 || true
+}
+
+main() {
+  set_os_mirror
+  ensure_apt_lists
+  apt_get install ca-certificates curl gpg
+  install_kube_packages
+  install_containerd
+  log "done"
+}
+
+[[ -n "${KVMK_SOURCE_ONLY:-}" ]] || main

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Stage ready: wait, with a time bound, until the named nodes are Ready (and,
+# on the control plane, the API server's /readyz says ok). On timeout, name the
+# nodes that are not Ready and show this node's kubelet journal.
+set -euo pipefail
+# @parameters
+
+export KUBECONFIG="$KUBECONFIG_PATH"
+
+not_ready_nodes() {
+  local node status
+  for node in "${WAIT_FOR_NODES[@]}"; do
+    status=$(kubectl get node "$node" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+    [[ "$status" == True ]] || echo "$node"
+  done
+}
+
+readyz() {
+  kubectl get --raw=/readyz 2>/dev/null || echo "not ok"
+}
+
+main() {
+  local deadline=$((SECONDS + TIMEOUT_SECONDS)) pending api
+  while :; do
+    pending=$(not_ready_nodes | paste -sd' ' -)
+    api=ok
+    if ((CHECK_READYZ)); then api=$(readyz); fi
+    if [[ -z "$pending" && "$api" == ok ]]; then
+      log "Ready: ${WAIT_FOR_NODES[*]}"
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      break
+    fi
+    sleep 5
+  done
+  echo "after ${TIMEOUT_SECONDS}s: not Ready: ${pending:-none}; /readyz: $api" >&2
+  if [[ " $pending " == *" $NODE_NAME "* ]]; then
+    echo "--- last kubelet journal lines on $NODE_NAME ---" >&2
+    journalctl -u kubelet -n 40 --no-pager 2>&1 | redact >&2 || true
+  fi
+  return 1
+}
+
+[[ -n "${KVMK_SOURCE_ONLY:-}" ]] || main

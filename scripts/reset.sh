@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Stage reset (worker, when it leaves the config): undo kubeadm join.
+set -euo pipefail
+# @parameters
+
+main() {
+  if ! command -v kubeadm >/dev/null; then
+    log "kubeadm not installed; nothing to reset"
+    return 0
+  fi
+  # A failed reset must not block removing a VM that is going away anyway.
+  kubeadm reset -f >/dev/null 2>&1 || log "kubeadm reset reported an error; continuing"
+  rm -rf /etc/cni/net.d /etc/kubernetes/kubeadm-join.yaml
+  log "kubeadm reset done"
+}
+
+[[ -n "${KVMK_SOURCE_ONLY:-}" ]] || main

@@ -1,0 +1,190 @@
+"""Run the Pulumi program under mocks and record every registration.
+
+A recording monitor (a MockMonitor subclass) keeps what plain mocks drop:
+parent, dependencies, property dependencies, resource options and which
+inputs were sent as secrets. Each run happens in a fresh contextvars.Context,
+so runs never share Pulumi's global state.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import re
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.settings import get_root_resource
+from pulumi.runtime.stack import run_pulumi_func
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+PROJECT = "kvm-kubeadm"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+
+DOMAIN = "libvirt:index/domain:Domain"
+NETWORK = "libvirt:index/network:Network"
+VOLUME = "libvirt:index/volume:Volume"
+CLOUDINIT = "libvirt:index/cloudInitDisk:CloudInitDisk"
+COMMAND = "command:remote:Command"
+DYNAMIC = "pulumi-python:dynamic:Resource"
+
+FAKE_CA_HASH = "sha256:" + "ab" * 32
+FAKE_TOKEN = "abcdef.0123456789abcdef"
+FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://192.168.56.107:6443\n  name: kubernetes\n"
+
+
+def unwrap(value: Any) -> Any:
+    """Strip secret markers, recursively."""
+    if isinstance(value, dict):
+        if value.get(SIG_KEY) == SECRET_SIG:
+            return unwrap(value.get("value"))
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(SIG_KEY) == SECRET_SIG
+
+
+@dataclass
+class Registration:
+    type: str
+    name: str
+    urn: str
+    parent: str
+    dependencies: list[str]
+    property_dependencies: dict[str, list[str]]
+    raw_inputs: dict[str, Any]
+    ignore_changes: list[str]
+    additional_secret_outputs: list[str]
+    deleted_with: str
+    delete_before_replace: bool
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        return unwrap(self.raw_inputs)
+
+    @property
+    def all_dependencies(self) -> set[str]:
+        deps = set(self.dependencies)
+        for urns in self.property_dependencies.values():
+            deps.update(urns)
+        return deps
+
+    @property
+    def stage(self) -> Optional[str]:
+        """For a remote Command: the stage named in its rendered script."""
+        match = re.search(r"readonly STAGE=([\w-]+)", self.inputs.get("create") or self.inputs.get("delete") or "")
+        return match.group(1) if match else None
+
+
+class Mocks(pulumi.runtime.Mocks):
+    """Realistic outputs: a domain's address, a command's stdout per stage, a token."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        if args.typ == COMMAND:
+            stage = re.search(r"readonly STAGE=([\w-]+)", outputs.get("create") or "")
+            stdout = {"ca-hash": FAKE_CA_HASH + "\n", "kubeconfig": FAKE_KUBECONFIG}
+            outputs["stdout"] = stdout.get(stage.group(1), "") if stage else ""
+            outputs["stderr"] = ""
+        if args.typ == DYNAMIC:
+            outputs.update(token=FAKE_TOKEN, expires="2026-11-27T00:00:00Z", expires_epoch=1795737600)
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: pulumi.runtime.Mocks):
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.registrations.append(
+                Registration(
+                    type=request.type,
+                    name=request.name,
+                    urn=response.urn,
+                    parent=request.parent,
+                    dependencies=list(request.dependencies),
+                    property_dependencies={k: list(v.urns) for k, v in request.propertyDependencies.items()},
+                    raw_inputs=json_format.MessageToDict(request.object),
+                    ignore_changes=list(request.ignoreChanges),
+                    additional_secret_outputs=list(request.additionalSecretOutputs),
+                    deleted_with=request.deletedWith,
+                    delete_before_replace=request.deleteBeforeReplace,
+                )
+            )
+        return response
+
+
+@dataclass
+class ProgramRun:
+    registrations: list[Registration]
+    exports: dict[str, pulumi.Output]
+    error: Optional[BaseException]
+    namespace: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_]
+
+    def by_name(self, name: str) -> Registration:
+        matches = [r for r in self.registrations if r.name == name]
+        assert len(matches) == 1, f"expected one resource named {name!r}, found {len(matches)}"
+        return matches[0]
+
+    def by_urn(self, urn: str) -> Registration:
+        return next(r for r in self.registrations if r.urn == urn)
+
+    def commands(self, stage: str) -> list[Registration]:
+        return [r for r in self.of_type(COMMAND) if r.stage == stage]
+
+    def resolve(self, output: pulumi.Output) -> tuple[Any, bool]:
+        """(value, is_secret) of an Output, awaited for real: no silent skipped apply."""
+        return _sync_await(output.future()), _sync_await(output.is_secret())
+
+
+def load_stack_config(stack: str) -> dict[str, Any]:
+    """The `config:` block of a committed Pulumi.<stack>.yaml, keys without the project prefix."""
+    document = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
+    prefix = f"{PROJECT}:"
+    return {key[len(prefix):]: value for key, value in (document.get("config") or {}).items()}
+
+
+def run_program(config: dict[str, Any], stack: str = "dev") -> ProgramRun:
+    """Run __main__.py under mocks with `config` (as Pulumi passes it: JSON text per key)."""
+
+    def run() -> ProgramRun:
+        monitor = RecordingMonitor(Mocks())
+        pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=False, monitor=monitor)
+        pulumi.runtime.set_all_config(
+            {f"{PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+        )
+        namespace: dict[str, Any] = {}
+        error: Optional[BaseException] = None
+
+        def program() -> None:
+            namespace.update(runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__pulumi_program__"))
+
+        try:
+            _sync_await(run_pulumi_func(program))
+        except Exception as exc:  # the run's error is part of what tests check
+            error = exc
+        exports = dict(get_root_resource().outputs) if get_root_resource() is not None else {}
+        return ProgramRun(monitor.registrations, exports, error, namespace)
+
+    return contextvars.Context().run(run)
