@@ -241,19 +241,18 @@ def _read_text(path: Path) -> str:
     return path.expanduser().read_text(encoding="utf-8").strip()
 
 
-def _node(errors: list[str], section: _Section, name: str, ip: Any, sizing: dict[str, int]) -> Optional[NodeSpec]:
-    vcpu = section.get("vcpu", int, sizing["vcpu"])
-    memory = section.get("memoryMiB", int, sizing["memoryMiB"])
-    disk = section.get("diskGiB", int, sizing["diskGiB"])
+def _sizing(errors: list[str], section: _Section, defaults: dict[str, int]) -> Optional[tuple[int, int, int]]:
+    """(vcpu, memory MiB, disk GiB) of a node section, checked against kubeadm's minimums."""
+    vcpu = section.get("vcpu", int, defaults["vcpu"])
+    memory = section.get("memoryMiB", int, defaults["memoryMiB"])
+    disk = section.get("diskGiB", int, defaults["diskGiB"])
     if vcpu is not None and vcpu < MIN_VCPU:
         errors.append(f"{section.key('vcpu')}: {vcpu} is below kubeadm's minimum of {MIN_VCPU}")
     if memory is not None and memory < MIN_MEMORY_MIB:
         errors.append(f"{section.key('memoryMiB')}: {memory} is below kubeadm's minimum of {MIN_MEMORY_MIB}")
     if disk is not None and disk < MIN_DISK_GIB:
         errors.append(f"{section.key('diskGiB')}: {disk} is below the minimum of {MIN_DISK_GIB}")
-    if None in (name, ip, vcpu, memory, disk):
-        return None
-    return NodeSpec(name=name, ip=ip, vcpu=vcpu, memory_mib=memory, disk_gib=disk)
+    return None if None in (vcpu, memory, disk) else (vcpu, memory, disk)
 
 
 def _check_addresses(errors: list[str], network: Optional[Network], placed: list[tuple[str, NodeSpec]]) -> None:
@@ -349,7 +348,10 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
     cp_s = section("controlPlane")
     cp_name = cp_s.get("name", str, "k8smaster")
     cp_ip = _parse(errors, cp_s.key("ip"), cp_s.get("ip", str), ipaddress.IPv4Address, "IPv4 address")
-    control_plane = _node(errors, cp_s, cp_name, cp_ip, {"vcpu": 2, "memoryMiB": 4096, "diskGiB": 20})
+    cp_sizing = _sizing(errors, cp_s, {"vcpu": 2, "memoryMiB": 4096, "diskGiB": 20})
+    control_plane = None
+    if cp_sizing and cp_name is not None and cp_ip is not None:
+        control_plane = NodeSpec(cp_name, cp_ip, *cp_sizing)
     schedulable_explicit = cp_s.get("schedulable", bool, None)
     allow_replace = cp_s.get("allowReplace", bool, False)
     cp_s.done()
@@ -358,30 +360,23 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
     count = workers_s.get("count", int, 3)
     prefix = workers_s.get("namePrefix", str, "k8sworker")
     first_ip = _parse(errors, workers_s.key("firstIp"), workers_s.get("firstIp", str, None), ipaddress.IPv4Address, "IPv4 address")
+    worker_sizing = _sizing(errors, workers_s, {"vcpu": 2, "memoryMiB": 2048, "diskGiB": 20})
     workers: list[NodeSpec] = []
     if count is not None and count < 0:
         errors.append(f"{workers_s.key('count')}: must not be negative")
     elif count:
         if first_ip is None and "firstIp" not in workers_s.raw:
             errors.append(f"{workers_s.key('firstIp')}: required when workers.count > 0")
-        if first_ip is not None and network is not None:
-            last_host = network.subnet.broadcast_address - 1
-            room = int(last_host) - int(first_ip) + 1
-            if first_ip in network.subnet and room < count:
+        if first_ip is not None and network is not None and first_ip in network.subnet:
+            room = int(network.subnet.broadcast_address - 1) - int(first_ip) + 1
+            if room < count:
                 errors.append(
                     f"{workers_s.key('count')}: {count} workers from {first_ip} do not fit in {network.subnet} "
                     f"(room for {max(room, 0)})"
                 )
                 count = max(room, 0)
-        for index in range(1, (count or 0) + 1):
-            ip = first_ip + (index - 1) if first_ip is not None else None
-            node = _node(errors, workers_s, f"{prefix}{index}", ip, {"vcpu": 2, "memoryMiB": 2048, "diskGiB": 20})
-            if node is not None:
-                workers.append(node)
-    if count == 0:
-        # Sizing keys are still valid (and read) with no workers.
-        for key in ("vcpu", "memoryMiB", "diskGiB"):
-            workers_s.get(key, int, None)
+        if first_ip is not None and worker_sizing and prefix is not None:
+            workers = [NodeSpec(f"{prefix}{i}", first_ip + (i - 1), *worker_sizing) for i in range(1, count + 1)]
     workers_s.done()
 
     for key, name in [(cp_s.key("name"), cp_name), (workers_s.key("namePrefix"), f"{prefix}1" if prefix else None)]:

@@ -25,10 +25,13 @@ TOKEN_FORMAT = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
+def _random_text(length: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
 def generate_token() -> str:
     """A kubeadm bootstrap token: `[a-z0-9]{6}.[a-z0-9]{16}`, from a CSPRNG."""
-    pick = lambda n: "".join(secrets.choice(_ALPHABET) for _ in range(n))  # noqa: E731
-    return f"{pick(6)}.{pick(16)}"
+    return f"{_random_text(6)}.{_random_text(16)}"
 
 
 def rfc3339(epoch: float) -> str:

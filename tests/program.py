@@ -153,8 +153,9 @@ class ProgramRun:
     def commands(self, stage: str) -> list[Registration]:
         return [r for r in self.of_type(COMMAND) if r.stage == stage]
 
-    def resolve(self, output: pulumi.Output) -> tuple[Any, bool]:
-        """(value, is_secret) of an Output, awaited for real: no silent skipped apply."""
+    def resolve(self, value: Any) -> tuple[Any, bool]:
+        """(value, is_secret) of an export or Output, awaited for real: no silently skipped apply."""
+        output = pulumi.Output.from_input(value)
         return _sync_await(output.future()), _sync_await(output.is_secret())
 
 

@@ -1,0 +1,205 @@
+"""Rendered stage scripts: shellcheck, bash -n, and the logic that can run here."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import kubeadm
+from components.config import parse
+from components.prep import packages_params
+from components.scripts import SCRIPTS_DIR, render
+from tests.conftest import with_keys
+from tests.program import COMMAND, PROJECT_DIR, load_stack_config, run_program
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+STAGES = sorted(p.stem for p in SCRIPTS_DIR.glob("*.sh") if p.name != "lib.sh")
+
+
+@pytest.fixture(scope="module")
+def dev_settings(ssh_keys):
+    return parse(with_keys(load_stack_config("dev"), ssh_keys), "dev", PROJECT_DIR)
+
+
+@pytest.fixture(scope="module")
+def rendered_scripts(ssh_keys) -> dict[str, str]:
+    """Every script the dev stack sends, keyed by resource and field, unwrapped from `sudo bash -c`."""
+    run = run_program(with_keys(load_stack_config("dev"), ssh_keys))
+    assert run.error is None, run.error
+    scripts = {}
+    for command in run.of_type(COMMAND):
+        for field in ("create", "delete"):
+            line = command.inputs.get(field)
+            if line:
+                argv = shlex.split(line)
+                assert argv[:4] == ["sudo", "-n", "bash", "-c"] and len(argv) == 5, command.urn
+                scripts[f"{command.name}.{field}"] = argv[4]
+    return scripts
+
+
+def test_every_stage_file_is_sent_by_the_dev_stack(rendered_scripts):
+    sent = {s.split("readonly STAGE=")[1].split("\n")[0] for s in rendered_scripts.values()}
+    assert sent == set(STAGES)
+
+
+def test_every_stage_file_starts_strict():
+    assert STAGES
+    for stage in STAGES:
+        text = (SCRIPTS_DIR / f"{stage}.sh").read_text()
+        assert text.startswith("#!/usr/bin/env bash\n"), stage
+        assert "\nset -euo pipefail\n" in text, stage
+
+
+def test_rendered_scripts_pass_bash_n(rendered_scripts, tmp_path):
+    assert len(rendered_scripts) == 26
+    for key, script in rendered_scripts.items():
+        result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"{key}: {result.stderr}"
+
+
+def test_rendered_scripts_pass_shellcheck(rendered_scripts, tmp_path):
+    assert shutil.which("shellcheck"), "shellcheck is required (apt-get install shellcheck)"
+    paths = []
+    for key, script in sorted(rendered_scripts.items()):
+        path = tmp_path / f"{key}.sh"
+        path.write_text(script)
+        paths.append(str(path))
+    result = subprocess.run(["shellcheck", "--severity=style", *paths], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_no_script_uses_the_shut_down_apt_repo():
+    for path in SCRIPTS_DIR.glob("*.sh"):
+        assert "apt.kubernetes.io" not in path.read_text(), path.name
+
+
+def test_kube_repo_path_holds_major_minor_only(dev_settings):
+    params = packages_params(dev_settings)
+    assert params["KUBE_REPO"] == "https://pkgs.k8s.io/core:/stable:/v1.36/deb/"
+    assert params["KUBE_VERSION"] == "1.36.3"
+
+
+def source_and_run(script: str, call: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "stage.sh"
+    path.write_text(script)
+    return subprocess.run(
+        ["bash", "-c", f"set -euo pipefail; source {shlex.quote(str(path))}; {call}"],
+        env={"KVMK_SOURCE_ONLY": "1", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "sample, runc_path, image_path",
+    [
+        (
+            "containerd-1.x-style.toml",
+            ["plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes", "runc", "options", "SystemdCgroup"],
+            ["plugins", "io.containerd.grpc.v1.cri", "sandbox_image"],
+        ),
+        (
+            "containerd-2.x-style.toml",
+            ["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "runc", "options", "SystemdCgroup"],
+            ["plugins", "io.containerd.cri.v1.images", "pinned_images", "sandbox"],
+        ),
+    ],
+)
+def test_containerd_edit_sets_systemd_cgroup_and_pause_image(dev_settings, tmp_path, sample, runc_path, image_path):
+    config = tmp_path / "config.toml"
+    shutil.copy(DATA / sample, config)
+    script = render("packages", "k8smaster", packages_params(dev_settings))
+    pause = "registry.example.test/mirror/pause:3.10"
+    call = f"configure_containerd {shlex.quote(str(config))} {pause}"
+    result = source_and_run(script, call, tmp_path)
+    assert result.returncode == 0, result.stderr
+    first = config.read_text()
+
+    def lookup(document, path):
+        for key in path:
+            document = document[key]
+        return document
+
+    parsed = tomllib.loads(first)
+    assert lookup(parsed, runc_path) is True
+    assert lookup(parsed, image_path) == pause
+    # Idempotent: a second edit changes nothing.
+    assert source_and_run(script, call, tmp_path).returncode == 0
+    assert config.read_text() == first
+    # Nothing else was lost.
+    original = tomllib.loads((DATA / sample).read_text())
+    assert parsed["version"] == original["version"] and parsed["root"] == original["root"]
+
+
+def test_containerd_edit_refuses_an_unknown_layout(dev_settings, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("root = '/var/lib/containerd'\n")
+    script = render("packages", "k8smaster", packages_params(dev_settings))
+    result = source_and_run(script, f"configure_containerd {config} pause:1", tmp_path)
+    assert result.returncode != 0 and "unsupported containerd config version" in result.stderr
+
+
+def test_ca_hash_recipe_is_sha256_of_the_public_key_info(tmp_path):
+    key, cert = tmp_path / "ca.key", tmp_path / "ca.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-subj", "/CN=kubernetes", "-days", "1"],
+        check=True, capture_output=True,
+    )
+    result = source_and_run(render("ca-hash", "k8smaster", {"CA_CERT": str(cert)}), f"ca_hash {cert}", tmp_path)
+    assert result.returncode == 0, result.stderr
+    der = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-pubkey"], check=True, capture_output=True
+    ).stdout
+    spki = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=der, check=True, capture_output=True).stdout
+    import hashlib
+
+    assert result.stdout.strip() == "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def test_redact_hides_tokens_and_hashes(dev_settings, tmp_path):
+    script = render("join", "k8sworker1")
+    result = source_and_run(
+        script, "printf 'token abcdef.0123456789abcdef hash sha256:%s\\n' $(printf 'a%.0s' {1..64}) | redact", tmp_path
+    )
+    assert result.stdout.strip() == "token <token> hash sha256:<hash>"
+
+
+def test_init_config_carries_the_stack_settings(dev_settings):
+    documents = list(yaml.safe_load_all(kubeadm.init_config(dev_settings, "abcdef.0123456789abcdef", "2026-11-27T00:00:00Z")))
+    kinds = {d["kind"]: d for d in documents}
+    assert set(kinds) == {"InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"}
+    assert all(d["apiVersion"] == "kubeadm.k8s.io/v1beta4" for d in documents if d["kind"] != "KubeletConfiguration")
+    init, cluster, kubelet = kinds["InitConfiguration"], kinds["ClusterConfiguration"], kinds["KubeletConfiguration"]
+    assert init["localAPIEndpoint"]["advertiseAddress"] == "192.168.56.107"
+    assert init["bootstrapTokens"][0]["token"] == "abcdef.0123456789abcdef"
+    assert init["bootstrapTokens"][0]["expires"] == "2026-11-27T00:00:00Z"
+    assert init["nodeRegistration"]["name"] == "k8smaster"
+    assert "taints" not in init["nodeRegistration"], "the dev control plane keeps its taint"
+    assert cluster["networking"] == {"serviceSubnet": "10.96.0.0/12", "podSubnet": "10.244.0.0/16"}
+    assert cluster["imageRepository"] == "registry.k8s.io"
+    assert cluster["kubernetesVersion"] == "v1.36.3"
+    assert cluster["controlPlaneEndpoint"] == "192.168.56.107:6443"
+    assert kubelet == {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration", "cgroupDriver": "systemd"}
+
+
+def test_init_documents_without_token_are_what_triggers_init(dev_settings):
+    public = kubeadm.dump_all(kubeadm.init_documents(dev_settings))
+    assert "bootstrapTokens" not in public and "abcdef" not in public
+
+
+def test_flannel_patch_sets_the_pod_cidr(dev_settings):
+    kustomization = yaml.safe_load(kubeadm.flannel_kustomization(dev_settings))
+    assert kustomization["resources"] == ["kube-flannel.yml"]
+    (patch,) = kustomization["patches"]
+    assert patch["target"] == {"kind": "ConfigMap", "name": "kube-flannel-cfg"}
+    (operation,) = yaml.safe_load(patch["patch"])
+    assert operation["op"] == "replace" and operation["path"] == "/data/net-conf.json"
+    assert json.loads(operation["value"])["Network"] == "10.244.0.0/16"
+    assert "images" not in kustomization, "no registry override unless configured"

@@ -1,0 +1,136 @@
+"""The dev stack's VM layer under mocks: what the committed Pulumi.dev.yaml creates."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.conftest import with_keys
+from tests.program import CLOUDINIT, DOMAIN, NETWORK, VOLUME, load_stack_config, run_program
+
+DEV_SIZING = {"k8smaster": (2, 4096), "k8sworker1": (2, 2048), "k8sworker2": (2, 2048), "k8sworker3": (2, 2048)}
+DEV_IPS = {"k8smaster": "192.168.56.107", "k8sworker1": "192.168.56.123", "k8sworker2": "192.168.56.124", "k8sworker3": "192.168.56.125"}
+
+
+@pytest.fixture(scope="module")
+def dev(ssh_keys):
+    run = run_program(with_keys(load_stack_config("dev"), ssh_keys))
+    assert run.error is None, f"dev stack failed under mocks: {run.error}"
+    return run
+
+
+def test_four_domains_with_documented_sizing(dev):
+    domains = {d.inputs["name"]: (d.inputs["vcpu"], d.inputs["memory"]) for d in dev.of_type(DOMAIN)}
+    assert domains == {f"dev-{name}": sizing for name, sizing in DEV_SIZING.items()}
+
+
+def test_one_nat_network_on_its_own_subnet(dev):
+    (network,) = dev.of_type(NETWORK)
+    assert network.inputs["mode"] == "nat"
+    assert network.inputs["addresses"] == ["192.168.56.0/24"]
+    assert network.inputs["name"] == "dev-k8s"
+
+
+def test_network_has_a_dns_entry_per_node(dev):
+    (network,) = dev.of_type(NETWORK)
+    hosts = {h["hostname"]: h["ip"] for h in network.inputs["dns"]["hosts"]}
+    assert hosts == DEV_IPS
+
+
+def test_one_shared_base_volume_and_a_root_volume_and_seed_per_node(dev):
+    volumes = dev.of_type(VOLUME)
+    bases = [v for v in volumes if "baseVolumeId" not in v.inputs]
+    roots = [v for v in volumes if "baseVolumeId" in v.inputs]
+    assert len(bases) == 1 and bases[0].inputs["source"].endswith("noble-server-cloudimg-amd64.img")
+    base_id = f"{bases[0].name}-id"
+    assert sorted(v.inputs["name"] for v in roots) == sorted(f"dev-{n}-root.qcow2" for n in DEV_SIZING)
+    for root in roots:
+        assert root.inputs["baseVolumeId"] == base_id, root.urn
+        assert root.inputs["size"] == 20 * 1024**3, root.urn
+    assert sorted(c.inputs["name"] for c in dev.of_type(CLOUDINIT)) == sorted(f"dev-{n}-cloudinit.iso" for n in DEV_SIZING)
+
+
+def test_each_domain_interface_has_the_fixed_ip_and_waits_for_its_lease(dev):
+    seen = {}
+    for domain in dev.of_type(DOMAIN):
+        (nic,) = domain.inputs["networkInterfaces"]
+        assert nic["waitForLease"] is True, domain.urn
+        assert nic["mac"].startswith("52:54:00:"), domain.urn
+        seen[nic["hostname"]] = nic["addresses"]
+    assert seen == {name: [ip] for name, ip in DEV_IPS.items()}
+
+
+def test_macs_are_unique(dev):
+    macs = [d.inputs["networkInterfaces"][0]["mac"] for d in dev.of_type(DOMAIN)]
+    assert len(set(macs)) == 4
+
+
+def test_domains_have_a_serial_console_and_their_own_disk_and_seed(dev):
+    for domain in dev.of_type(DOMAIN):
+        assert domain.inputs["consoles"] == [{"type": "pty", "targetType": "serial", "targetPort": "0"}], domain.urn
+        node = domain.inputs["name"].removeprefix("dev-")
+        assert domain.inputs["disks"] == [{"volumeId": f"k8s-{node}-node-root-id"}], domain.urn
+        assert domain.inputs["cloudinit"] == f"k8s-{node}-node-cloudinit-id", domain.urn
+
+
+def test_user_data_is_cloud_config_with_key_hostname_and_guest_agent(dev, ssh_keys):
+    public_key = ssh_keys[1].read_text().strip()
+    seeds = dev.of_type(CLOUDINIT)
+    assert len(seeds) == 4
+    for seed in seeds:
+        text = seed.inputs["userData"]
+        assert text.startswith("#cloud-config\n"), seed.urn
+        document = yaml.safe_load(text)
+        node = seed.inputs["name"].removeprefix("dev-").removesuffix("-cloudinit.iso")
+        assert document["hostname"] == node, seed.urn
+        (user,) = document["users"]
+        assert user["name"] == "kube" and user["ssh_authorized_keys"] == [public_key], seed.urn
+        assert "qemu-guest-agent" in document["packages"], seed.urn
+        assert ["systemctl", "enable", "--now", "qemu-guest-agent"] in document["runcmd"], seed.urn
+
+
+def test_control_plane_sizing_change_needs_opt_in(dev):
+    master = dev.by_name("k8s-k8smaster-node-domain")
+    assert set(master.ignore_changes) >= {"vcpu", "memory"}
+    for worker in (d for d in dev.of_type(DOMAIN) if d is not master):
+        assert not {"vcpu", "memory"} & set(worker.ignore_changes), worker.urn
+
+
+def test_every_child_is_parented_to_its_component(dev):
+    by_urn = {r.urn: r for r in dev.registrations}
+    expected_parent_type = {
+        DOMAIN: "kvm:infra:Node",
+        CLOUDINIT: "kvm:infra:Node",
+        NETWORK: "kvm:infra:Network",
+        "kvm:infra:Node": ("kvm:kubeadm:ControlPlane", "kvm:kubeadm:Worker"),
+        "kvm:kubeadm:Worker": "kvm:kubeadm:Cluster",
+        "kvm:kubeadm:ControlPlane": "kvm:kubeadm:Cluster",
+        "kvm:infra:Network": "kvm:kubeadm:Cluster",
+    }
+    checked = 0
+    for resource in dev.registrations:
+        wanted = expected_parent_type.get(resource.type)
+        if wanted is None:
+            continue
+        parent = by_urn.get(resource.parent)
+        assert parent is not None, f"{resource.urn} has no component parent"
+        assert parent.type in ((wanted,) if isinstance(wanted, str) else wanted), resource.urn
+        assert resource.name.startswith(parent.name), f"{resource.urn}: name not derived from {parent.name}"
+        checked += 1
+    assert checked == 4 + 4 + 1 + 4 + 3 + 1 + 1
+
+
+def test_root_volume_depends_on_the_base_and_domain_on_the_network(dev):
+    base = next(v for v in dev.of_type(VOLUME) if "baseVolumeId" not in v.inputs)
+    (network,) = dev.of_type(NETWORK)
+    for domain in dev.of_type(DOMAIN):
+        assert network.urn in domain.all_dependencies, domain.urn
+    for root in (v for v in dev.of_type(VOLUME) if "baseVolumeId" in v.inputs):
+        assert base.urn in root.all_dependencies, root.urn
+
+
+def test_exports_name_every_node_and_its_ip(dev):
+    nodes, secret = dev.resolve(dev.exports["nodes"])
+    assert nodes == DEV_IPS and not secret
+    assert dev.resolve(dev.exports["masterIp"]) == ("192.168.56.107", False)
+    assert dev.resolve(dev.exports["workerIps"])[0] == [DEV_IPS[f"k8sworker{i}"] for i in (1, 2, 3)]
