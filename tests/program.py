@@ -12,6 +12,7 @@ import contextvars
 import json
 import re
 import runpy
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -80,6 +81,19 @@ class Registration:
         for urns in self.property_dependencies.values():
             deps.update(urns)
         return deps
+
+    @property
+    def script(self) -> str:
+        """For a remote Command: the rendered script inside `sudo -n bash -c '…'`."""
+        return shlex.split(self.inputs["create"])[-1]
+
+    def param(self, name: str) -> str:
+        """The value a rendered script assigns to `readonly NAME=…`, unquoted."""
+        marker = f"readonly {name}="
+        rest = self.script[self.script.index(marker) + len(marker):]
+        lexer = shlex.shlex(rest, posix=True)
+        lexer.whitespace_split, lexer.commenters = True, ""
+        return lexer.get_token() or ""
 
     @property
     def stage(self) -> Optional[str]:
