@@ -8,22 +8,12 @@ set -euo pipefail
 readonly CONFIG=/etc/kubernetes/kubeadm-init.yaml
 readonly LOG=/var/log/kvm-kubeadm/init.log
 
-write_config() {
-  install -d -m 0755 /etc/kubernetes
-  (umask 077 && cat >"$CONFIG")
-}
-
 init_control_plane() {
   if [[ -f /etc/kubernetes/admin.conf ]]; then
     log "already initialised; kubeadm init skipped"
     return 0
   fi
-  install -d -m 0700 "$(dirname "$LOG")"
-  if ! kubeadm init --config "$CONFIG" >"$LOG" 2>&1; then
-    echo "kubeadm init failed on $NODE_NAME; last lines of $LOG:" >&2
-    tail -n 40 "$LOG" | redact >&2
-    return 1
-  fi
+  run_logged "$LOG" kubeadm init --config "$CONFIG"
   log "kubeadm init done"
 }
 
@@ -36,7 +26,7 @@ copy_admin_kubeconfig() {
 }
 
 main() {
-  write_config
+  write_secret_file "$CONFIG"
   init_control_plane
   copy_admin_kubeconfig
   log "done"

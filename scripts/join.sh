@@ -8,18 +8,12 @@ readonly CONFIG=/etc/kubernetes/kubeadm-join.yaml
 readonly LOG=/var/log/kvm-kubeadm/join.log
 
 main() {
-  install -d -m 0755 /etc/kubernetes
-  (umask 077 && cat >"$CONFIG")
+  write_secret_file "$CONFIG"
   if [[ -f /etc/kubernetes/kubelet.conf ]]; then
     log "already joined; kubeadm join skipped"
     return 0
   fi
-  install -d -m 0700 "$(dirname "$LOG")"
-  if ! kubeadm join --config "$CONFIG" >"$LOG" 2>&1; then
-    echo "kubeadm join failed on $NODE_NAME; last lines of $LOG:" >&2
-    tail -n 40 "$LOG" | redact >&2
-    return 1
-  fi
+  run_logged "$LOG" kubeadm join --config "$CONFIG"
   log "joined the cluster"
 }
 

@@ -203,3 +203,13 @@ def test_flannel_patch_sets_the_pod_cidr(dev_settings):
     assert operation["op"] == "replace" and operation["path"] == "/data/net-conf.json"
     assert json.loads(operation["value"])["Network"] == "10.244.0.0/16"
     assert "images" not in kustomization, "no registry override unless configured"
+
+
+def test_a_failing_logged_step_shows_its_log_tail_redacted(tmp_path):
+    log = tmp_path / "logs" / "step.log"
+    failing = "bash -c 'echo joining with abcdef.0123456789abcdef; exit 3'"
+    result = source_and_run(render("join", "k8sworker1"), f"run_logged {log} {failing}", tmp_path)
+    assert result.returncode != 0
+    assert "joining with <token>" in result.stderr and "abcdef.0123456789abcdef" not in result.stderr
+    assert "abcdef.0123456789abcdef" in log.read_text(), "the full log stays on the node, root only"
+    assert oct(log.parent.stat().st_mode & 0o777) == "0o700"
