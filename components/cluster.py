@@ -17,6 +17,8 @@ from .worker import Worker
 class Cluster(pulumi.ComponentResource):
     """A kubeadm cluster on one libvirt host, as the procedure builds it by hand."""
 
+    provider: libvirt.Provider
+    """libvirt provider for `libvirt.uri`."""
     network: Network
     """The NAT network."""
     base_volume: libvirt.Volume
@@ -34,7 +36,10 @@ class Cluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kvm:kubeadm:Cluster", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        # An explicit provider, so the configured URI (not ambient provider config) is used;
+        # children inherit it through `providers`.
+        self.provider = libvirt.Provider(f"{name}-libvirt", uri=settings.libvirt.uri, opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self, providers=[self.provider])
         self.network = Network(f"{name}-network", settings, opts=child)
         self.base_volume = libvirt.Volume(
             f"{name}-base",

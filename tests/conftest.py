@@ -30,3 +30,16 @@ def with_keys(config: dict, keys: tuple[Path, Path]) -> dict:
 def dev_config(ssh_keys) -> dict:
     """The committed Pulumi.dev.yaml, with the SSH key paths pointed at a throwaway key."""
     return with_keys(load_stack_config("dev"), ssh_keys)
+
+
+SUITE_ORDER = ("unit", "tools", "engine", "e2e")
+
+
+def pytest_collection_modifyitems(items):
+    """Fast, self-contained tests first; the ones that build or boot things last."""
+
+    def rank(item) -> int:
+        parts = Path(str(item.fspath)).parts
+        return next((i for i, suite in enumerate(SUITE_ORDER) if suite in parts), 0)
+
+    items.sort(key=rank)

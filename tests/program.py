@@ -70,6 +70,7 @@ class Registration:
     additional_secret_outputs: list[str]
     deleted_with: str
     delete_before_replace: bool
+    provider: str
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -141,6 +142,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     additional_secret_outputs=list(request.additionalSecretOutputs),
                     deleted_with=request.deletedWith,
                     delete_before_replace=request.deleteBeforeReplace,
+                    provider=request.provider,
                 )
             )
         return response

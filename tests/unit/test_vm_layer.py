@@ -134,3 +134,12 @@ def test_exports_name_every_node_and_its_ip(dev):
     assert nodes == DEV_IPS and not secret
     assert dev.resolve(dev.exports["masterIp"]) == ("192.168.56.107", False)
     assert dev.resolve(dev.exports["workerIps"])[0] == [DEV_IPS[f"k8sworker{i}"] for i in (1, 2, 3)]
+
+
+def test_every_libvirt_resource_uses_the_configured_uri(dev):
+    (provider,) = dev.of_type("pulumi:providers:libvirt")
+    assert provider.inputs["uri"] == "qemu:///system"
+    libvirt_resources = [r for r in dev.registrations if r.type.startswith("libvirt:")]
+    assert len(libvirt_resources) == 4 + 1 + 5 + 4
+    for resource in libvirt_resources:
+        assert resource.provider.startswith(provider.urn + "::"), resource.urn

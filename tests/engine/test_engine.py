@@ -1,0 +1,110 @@
+"""The program under the real Pulumi engine, CLI and provider plugins (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
+from tests.program import PROJECT_DIR
+from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
+
+pytestmark = pytest.mark.engine
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def toolchain():
+    require(toolchain_missing())
+
+
+@pytest.fixture(scope="module")
+def libvirtd(toolchain):
+    """libvirtd in a network namespace of its own: the libvirt provider connects even to preview."""
+    require(unavailable_reason())
+    with LibvirtNetns() as namespace:
+        yield namespace
+
+
+def dev_project(tmp_path: Path, ssh_keys, namespace=None) -> PulumiProject:
+    project = PulumiProject(copy_program(tmp_path / "program", stacks=["dev"]), tmp_path / "state", namespace.run if namespace else None)
+    project.state.mkdir()
+    project.pulumi("stack", "init", "dev")
+    private, public = ssh_keys
+    project.pulumi("config", "set", "--path", "ssh.privateKeyPath", str(private))
+    project.pulumi("config", "set", "--path", "ssh.publicKeyPath", str(public))
+    return project
+
+
+def test_token_stack_up_twice_then_destroy_with_the_token_secret_in_state(toolchain, tmp_path):
+    program = tmp_path / "token"
+    shutil.copytree(HERE / "token_program", program)
+    shutil.copytree(PROJECT_DIR / "providers", program / "providers", ignore=shutil.ignore_patterns("__pycache__"))
+    (program / ".venv").symlink_to(PROJECT_DIR / ".venv")
+    project = PulumiProject(program, tmp_path / "state")
+    project.state.mkdir()
+    project.pulumi("stack", "init", "engine")
+
+    first = project.pulumi("up", "--yes", "--skip-preview")
+    assert "1 created" in first.stdout or "2 created" in first.stdout, first.stdout
+
+    state = project.export_state()
+    (token,) = [r for r in state["deployment"]["resources"] if r["type"] == "pulumi-python:dynamic:Resource"]
+    outputs = token["outputs"]
+    assert "token" in token.get("additionalSecretOutputs", []), token
+    assert "ciphertext" in outputs["token"], "the token must be stored encrypted"
+    plaintext = json.loads(project.pulumi("stack", "export", "--show-secrets").stdout)
+    (revealed,) = [r for r in plaintext["deployment"]["resources"] if r["type"] == "pulumi-python:dynamic:Resource"]
+    secret_token = json.loads(revealed["outputs"]["token"]["plaintext"])
+    assert len(secret_token) == 23 and secret_token[6] == "."
+    assert secret_token not in json.dumps(state), "token plaintext found in the exported state"
+
+    second = project.pulumi("up", "--yes", "--skip-preview")
+    assert "2 unchanged" in second.stdout, second.stdout
+    project.pulumi("preview", "--expect-no-changes")
+
+    project.pulumi("destroy", "--yes", "--skip-preview")
+    assert not project.export_state()["deployment"].get("resources")
+
+
+def test_dev_preview_plans_exactly_the_expected_resources(libvirtd, ssh_keys, tmp_path):
+    project = dev_project(tmp_path, ssh_keys, libvirtd)
+    preview = project.preview_json()
+    assert not [d for d in preview.get("diagnostics", []) if d.get("severity") == "error"], preview.get("diagnostics")
+    planned = Counter(step["newState"]["type"] for step in preview["steps"] if step["op"] == "create")
+    assert {k: v for k, v in planned.items() if not k.startswith("pulumi:providers:")} == {
+        "pulumi:pulumi:Stack": 1,
+        "kvm:kubeadm:Cluster": 1,
+        "kvm:kubeadm:ControlPlane": 1,
+        "kvm:kubeadm:Worker": 3,
+        "kvm:infra:Network": 1,
+        "kvm:infra:Node": 4,
+        "libvirt:index/network:Network": 1,
+        "libvirt:index/volume:Volume": 5,
+        "libvirt:index/cloudInitDisk:CloudInitDisk": 4,
+        "libvirt:index/domain:Domain": 4,
+        "pulumi-python:dynamic:Resource": 1,
+        "command:remote:Command": 23,
+    }
+    assert planned["pulumi:providers:libvirt"] == 1
+
+
+def test_invalid_config_fails_with_our_message_and_leaves_nothing(libvirtd, ssh_keys, tmp_path):
+    project = dev_project(tmp_path, ssh_keys, libvirtd)
+    project.pulumi("config", "set", "--path", "controlPlane.vcpu", "1")
+    project.pulumi("config", "set", "--path", "network.subnett", "10.0.0.0/24")
+    for command in (("preview",), ("up", "--yes", "--skip-preview")):
+        result = project.pulumi(*command, check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, output
+        assert "invalid stack configuration (2 problem(s))" in output, output
+        assert "kvm-kubeadm:controlPlane.vcpu: 1 is below kubeadm's minimum of 2" in output
+        assert "kvm-kubeadm:network.subnett: unknown key" in output
+        assert "Traceback" not in output, output
+    resources = project.export_state()["deployment"].get("resources") or []
+    assert [r["type"] for r in resources if r["type"] != "pulumi:pulumi:Stack"] == []
