@@ -73,9 +73,7 @@ class ControlPlane(pulumi.ComponentResource):
             f"{name}-init", "init", node.name, node.connection,
             parent=self, depends_on=[self.stages.last, token],
             params={"SSH_USER": settings.ssh.user},
-            stdin=pulumi.Output.all(self.token, token.expires).apply(
-                lambda args: kubeadm.init_config(settings, args[0], args[1])
-            ),
+            stdin=self.token.apply(lambda value: kubeadm.init_config(settings, value)),
             # The config carries the token: a refreshed token must not re-run init,
             # while a change to the cluster settings themselves should.
             ignore_changes=["stdin"],

@@ -72,15 +72,20 @@ def dump_all(documents: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
 
 
-def init_config(settings: Settings, token: str, expires: str) -> str:
-    """The init config file, with the bootstrap token (secret)."""
+def init_config(settings: Settings, token: str) -> str:
+    """The init config file, with the bootstrap token (secret).
+
+    kubeadm refuses `expires` next to the `ttl` it defaults, so the lifetime is the
+    configured TTL from init; the provider's recorded expiry, from the token's
+    creation moments earlier, is the earlier of the two and drives renewal.
+    """
     documents = init_documents(settings)
     documents[0] = {
         **documents[0],
         "bootstrapTokens": [
             {
                 "token": token,
-                "expires": expires,
+                "ttl": f"{settings.kubernetes.token_ttl_hours}h0m0s",
                 "usages": ["signing", "authentication"],
                 "groups": ["system:bootstrappers:kubeadm:default-node-token"],
             }

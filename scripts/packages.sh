@@ -100,12 +100,12 @@ toml_set() {
 }
 
 # Edit a containerd config in place for either layout: config version 2
-# (containerd 1.x) or version 3 (containerd 2.x, where the CRI plugin was split).
+# (containerd 1.x) or versions 3 and 4 (containerd 2.x, where the CRI plugin was split).
 configure_containerd() {
   local file=$1 pause_image=$2 version runc_table sandbox_table sandbox_key
   version=$(awk -F= '/^[[:space:]]*version[[:space:]]*=/ { gsub(/[[:space:]]/, "", $2); print $2; exit }' "$file")
   case "$version" in
-    3)
+    3 | 4)
       runc_table="plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options"
       sandbox_table="plugins.'io.containerd.cri.v1.images'.pinned_images"
       sandbox_key=sandbox

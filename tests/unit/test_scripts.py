@@ -97,23 +97,32 @@ def source_and_run(script: str, call: str, tmp_path: Path) -> subprocess.Complet
 
 
 @pytest.mark.parametrize(
-    "sample, runc_path, image_path",
+    "sample, version, runc_path, image_path",
     [
         (
             "containerd-1.x-style.toml",
+            2,
             ["plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes", "runc", "options", "SystemdCgroup"],
             ["plugins", "io.containerd.grpc.v1.cri", "sandbox_image"],
         ),
         (
             "containerd-2.x-style.toml",
+            3,
+            ["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "runc", "options", "SystemdCgroup"],
+            ["plugins", "io.containerd.cri.v1.images", "pinned_images", "sandbox"],
+        ),
+        (
+            "containerd-2.x-style.toml",  # containerd 2.3+ writes version 4 with the same CRI tables
+            4,
             ["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "runc", "options", "SystemdCgroup"],
             ["plugins", "io.containerd.cri.v1.images", "pinned_images", "sandbox"],
         ),
     ],
 )
-def test_containerd_edit_sets_systemd_cgroup_and_pause_image(dev_settings, tmp_path, sample, runc_path, image_path):
+def test_containerd_edit_sets_systemd_cgroup_and_pause_image(dev_settings, tmp_path, sample, version, runc_path, image_path):
     config = tmp_path / "config.toml"
-    shutil.copy(DATA / sample, config)
+    original_text = (DATA / sample).read_text().replace("version = 3", f"version = {version}")
+    config.write_text(original_text)
     script = render("packages", "k8smaster", packages_params(dev_settings))
     pause = "registry.example.test/mirror/pause:3.10"
     call = f"configure_containerd {shlex.quote(str(config))} {pause}"
@@ -133,8 +142,8 @@ def test_containerd_edit_sets_systemd_cgroup_and_pause_image(dev_settings, tmp_p
     assert source_and_run(script, call, tmp_path).returncode == 0
     assert config.read_text() == first
     # Nothing else was lost.
-    original = tomllib.loads((DATA / sample).read_text())
-    assert parsed["version"] == original["version"] and parsed["root"] == original["root"]
+    original = tomllib.loads(original_text)
+    assert parsed["version"] == version == original["version"] and parsed["root"] == original["root"]
 
 
 def test_containerd_edit_refuses_an_unknown_layout(dev_settings, tmp_path):
@@ -172,14 +181,14 @@ def test_redact_hides_tokens_and_hashes(dev_settings, tmp_path):
 
 
 def test_init_config_carries_the_stack_settings(dev_settings):
-    documents = list(yaml.safe_load_all(kubeadm.init_config(dev_settings, "abcdef.0123456789abcdef", "2026-11-27T00:00:00Z")))
+    documents = list(yaml.safe_load_all(kubeadm.init_config(dev_settings, "abcdef.0123456789abcdef")))
     kinds = {d["kind"]: d for d in documents}
     assert set(kinds) == {"InitConfiguration", "ClusterConfiguration", "KubeletConfiguration"}
     assert all(d["apiVersion"] == "kubeadm.k8s.io/v1beta4" for d in documents if d["kind"] != "KubeletConfiguration")
     init, cluster, kubelet = kinds["InitConfiguration"], kinds["ClusterConfiguration"], kinds["KubeletConfiguration"]
     assert init["localAPIEndpoint"]["advertiseAddress"] == "192.168.56.107"
     assert init["bootstrapTokens"][0]["token"] == "abcdef.0123456789abcdef"
-    assert init["bootstrapTokens"][0]["expires"] == "2026-11-27T00:00:00Z"
+    assert init["bootstrapTokens"][0]["ttl"] == "24h0m0s" and "expires" not in init["bootstrapTokens"][0]
     assert init["nodeRegistration"]["name"] == "k8smaster"
     assert "taints" not in init["nodeRegistration"], "the dev control plane keeps its taint"
     assert cluster["networking"] == {"serviceSubnet": "10.96.0.0/12", "podSubnet": "10.244.0.0/16"}
