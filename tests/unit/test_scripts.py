@@ -222,3 +222,12 @@ def test_a_failing_logged_step_shows_its_log_tail_redacted(tmp_path):
     assert "joining with <token>" in result.stderr and "abcdef.0123456789abcdef" not in result.stderr
     assert "abcdef.0123456789abcdef" in log.read_text(), "the full log stays on the node, root only"
     assert oct(log.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_tool_scripts_pass_shellcheck():
+    tools = PROJECT_DIR / "tools"
+    scripts = sorted(str(p) for p in [*tools.glob("*.sh"), *tools.glob("toolchain/*.sh"), PROJECT_DIR / ".ci" / "run"])
+    assert len(scripts) >= 6
+    # tools/.shellcheckrc lets shellcheck follow `source tools/versions.env`.
+    result = subprocess.run(["shellcheck", *scripts], cwd=tools, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
