@@ -58,6 +58,7 @@ class PulumiProject:
     directory: Path
     state: Path
     runner: Optional[Runner] = None  # e.g. LibvirtNetns.run, to run inside a namespace
+    extra_env: Optional[dict[str, str]] = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -70,6 +71,7 @@ class PulumiProject:
             PULUMI_BACKEND_URL=f"file://{self.state}",
             PULUMI_CONFIG_PASSPHRASE=PASSPHRASE,
         )
+        env.update(self.extra_env or {})
         return env
 
     def pulumi(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -219,6 +219,7 @@ class LibvirtNetns:
     _created_workdir: bool = field(default=False, init=False, repr=False)
     _started_pids: list[int] = field(default_factory=list, init=False, repr=False)
     _before: Snapshot = field(default_factory=Snapshot, init=False, repr=False)
+    _removed: Snapshot = field(default_factory=Snapshot, init=False, repr=False)
 
     # ---------------------------------------------------------------- helpers
 
@@ -421,12 +422,23 @@ class LibvirtNetns:
             _kill_pids(self._run_pidfile_pids())
             subprocess.run(["ip", "netns", "delete", self.name], check=False)
             self._created_ns = False
+            self._remove_state_files()
         if self._created_pool_dir and self.pool_path is not None:
             shutil.rmtree(self.pool_path, ignore_errors=True)
             self._created_pool_dir = False
         if self._created_workdir and self.workdir is not None and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self._created_workdir = False
+
+    def _remove_state_files(self) -> None:
+        """Files libvirt leaves behind for the objects we removed."""
+        for net in self._removed.networks:
+            pidfile = Path("/run/libvirt/network") / f"{net}.pid"
+            if pidfile.exists() and _live_pid_from(pidfile) is None:
+                pidfile.unlink(missing_ok=True)
+            shutil.rmtree(Path("/run/libvirt/network") / net, ignore_errors=True)
+        for dom in self._removed.domains:
+            Path("/var/log/libvirt/qemu", f"{dom}.log").unlink(missing_ok=True)
 
     def _daemon_up(self) -> bool:
         return any(_pid_alive(p) for p in self._started_pids) and (
@@ -459,6 +471,12 @@ class LibvirtNetns:
     def _remove_new_objects(self) -> None:
         now = self.snapshot()
         before = self._before
+        self._removed = Snapshot(
+            now.domains - before.domains,
+            now.networks - before.networks,
+            now.pools - before.pools,
+            now.volumes - before.volumes,
+        )
         for dom in sorted(now.domains - before.domains):
             self.virsh("destroy", dom, check=False)
             # plain undefine first; the long form also drops managed save,

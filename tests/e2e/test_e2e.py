@@ -1,0 +1,181 @@
+"""End to end on real libvirt: `pulumi up` boots the dev topology and runs OS prep,
+a second up changes nothing, a worker comes and goes, destroy leaves nothing.
+
+Everything runs inside a network namespace the test creates (libvirtd, its NAT
+network, the VMs, pulumi and ssh), under QEMU software emulation. The stack is
+the dev topology with what this machine requires: domain type qemu, the
+locally built Debian image with direct kernel boot, and `stages: os-prep`
+(the test network has no route to package mirrors).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from components.config import parse
+from components.control_plane import CONTROL_PLANE_PORTS
+from components.prep import os_prep_params
+from components.scripts import render
+from components.worker import WORKER_PORTS
+from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
+from tests.program import PROJECT_DIR, load_stack_config
+from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
+
+pytestmark = pytest.mark.e2e
+
+IMAGE_DIR = PROJECT_DIR / ".cache" / "guest-image"
+IMAGE = IMAGE_DIR / "debian-12-guest.qcow2"
+KERNEL, INITRD = IMAGE_DIR / "vmlinuz", IMAGE_DIR / "initrd.img"
+STACK = "e2e"
+SIZING = {"k8smaster": (2, 4096), "k8sworker1": (2, 2048), "k8sworker2": (2, 2048), "k8sworker3": (2, 2048)}
+
+
+def e2e_config(keys) -> dict:
+    """The dev stack, changed only where this machine requires it."""
+    config = load_stack_config("dev")
+    private, public = keys
+    config["image"] = {"source": str(IMAGE), "kernel": str(KERNEL), "initrd": str(INITRD), "cmdline": "root=/dev/vda rw console=ttyS0"}
+    config["ssh"] = {"user": "kube", "privateKeyPath": str(private), "publicKeyPath": str(public)}
+    config["stages"] = "os-prep"
+    return config
+
+
+class Cluster:
+    """The running e2e stack: its namespace, project and a way to reach the nodes."""
+
+    def __init__(self, namespace: LibvirtNetns, project: PulumiProject, config: dict, keys, report):
+        self.namespace, self.project, self.config, self.keys, self.report = namespace, project, config, keys, report
+        self.settings = parse(config, STACK, project.directory)
+
+    def ssh(self, ip: str, command: str, stdin: str | None = None, check: bool = True):
+        argv = ["ssh", "-i", str(self.keys[0]), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+                f"kube@{ip}", command]
+        return self.namespace.run(argv, check=check, input=stdin, timeout=300)
+
+    def up(self, *args: str) -> float:
+        start = time.monotonic()
+        self.project.pulumi("up", "--yes", "--skip-preview", *args, timeout=3600)
+        return time.monotonic() - start
+
+    def set_workers(self, count: int) -> None:
+        self.project.pulumi("config", "set", "--path", "workers.count", str(count))
+
+    def planned_steps(self) -> Counter:
+        preview = json.loads(self.project.pulumi("preview", "--json").stdout)
+        return Counter((step["op"], step["urn"].split("::")[-1]) for step in preview["steps"] if step["op"] != "same")
+
+
+@pytest.fixture(scope="module")
+def cluster(ssh_keys, tmp_path_factory, request):
+    require(toolchain_missing())
+    require(unavailable_reason())
+    require(None if IMAGE.exists() and KERNEL.exists() and INITRD.exists() else "no guest image: run tools/build-guest-image.sh")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    report = (lambda line: reporter.write_line(f"[e2e] {line}")) if reporter else print
+    workdir = tmp_path_factory.mktemp("e2e")
+    with LibvirtNetns() as namespace:
+        project = PulumiProject(
+            copy_program(workdir / "program"), workdir / "state", namespace.run,
+            # Nested KVM does not work here: software emulation.
+            extra_env={"TERRAFORM_LIBVIRT_TEST_DOMAIN_TYPE": "qemu"},
+        )
+        project.state.mkdir()
+        config = e2e_config(ssh_keys)
+        project.set_stack_config(STACK, config)
+        project.pulumi("stack", "init", STACK)
+        running = Cluster(namespace, project, config, ssh_keys, report)
+        seconds = running.up()
+        report(f"pulumi up to 4 nodes SSH-ready and OS-prepped: {seconds:.0f} s")
+        yield running
+        # A failed test above must not leave VMs behind: destroy is idempotent.
+        project.pulumi("destroy", "--yes", "--skip-preview", check=False, timeout=1800)
+
+
+def test_four_running_domains_with_the_configured_sizing(cluster):
+    domains = {}
+    for name in SIZING:
+        info = cluster.namespace.virsh("dominfo", f"{STACK}-{name}")
+        fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+        assert fields["State"].strip() == "running", info
+        domains[name] = (int(fields["CPU(s)"]), int(fields["Max memory"].split()[0]) // 1024)
+    assert domains == SIZING
+
+
+def test_each_node_answers_ssh_at_its_fixed_ip_with_its_hostname(cluster):
+    for node in cluster.settings.nodes:
+        assert cluster.ssh(str(node.ip), "hostname").stdout.strip() == node.name
+
+
+def test_os_prep_took_effect_on_every_node(cluster):
+    probe = (
+        "swapon --noheadings --show=NAME | wc -l; "
+        "grep -E '^(overlay|br_netfilter) ' /proc/modules | cut -d' ' -f1 | sort | paste -sd,; "
+        "sysctl -n net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.ip_forward | paste -sd,"
+    )
+    for node in cluster.settings.nodes:
+        swaps, modules, sysctls = cluster.ssh(str(node.ip), probe).stdout.split()
+        assert (swaps, modules, sysctls) == ("0", "br_netfilter,overlay", "1,1,1"), node.name
+
+
+def test_every_node_resolves_every_other_by_name(cluster):
+    names = [node.name for node in cluster.settings.nodes]
+    for node in cluster.settings.nodes:
+        resolved = cluster.ssh(str(node.ip), "getent hosts " + " ".join(names)).stdout.split("\n")
+        addresses = {line.split()[1]: line.split()[0] for line in resolved if line.strip()}
+        assert addresses == {n.name: str(n.ip) for n in cluster.settings.nodes}, node.name
+
+
+def test_os_prep_run_again_changes_nothing(cluster):
+    for node, ports in [(cluster.settings.control_plane, CONTROL_PLANE_PORTS), (cluster.settings.workers[0], WORKER_PORTS)]:
+        script = render("os-prep", node.name, os_prep_params(cluster.settings, str(node.ip), ports))
+        result = cluster.ssh(str(node.ip), "sudo -n bash -s", stdin=script)
+        assert result.stdout.strip().splitlines() == [f"[os-prep {node.name}] done"], result.stdout
+
+
+def test_a_second_up_changes_nothing(cluster):
+    cluster.project.pulumi("preview", "--expect-no-changes")
+    cluster.project.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes", timeout=1800)
+
+
+def test_adding_then_removing_a_worker_touches_only_that_worker(cluster):
+    cluster.set_workers(4)
+    planned = cluster.planned_steps()
+    assert planned and all(op in ("create", "update") for op, _ in planned), planned
+    created = {name for op, name in planned if op == "create"}
+    assert all(name.startswith("k8s-k8sworker4") for name in created), created
+    # The network gains the new DNS entry in place; nothing else changes.
+    assert {name for op, name in planned if op == "update"} <= {"k8s-network-net"}, planned
+    seconds = cluster.up()
+    cluster.report(f"adding k8sworker4: {seconds:.0f} s")
+    assert cluster.ssh("192.168.56.126", "hostname").stdout.strip() == "k8sworker4"
+    assert "running" in cluster.namespace.virsh("domstate", f"{STACK}-k8sworker4")
+
+    cluster.set_workers(3)
+    planned = cluster.planned_steps()
+    deleted = {name for op, name in planned if op == "delete"}
+    assert deleted and all(name.startswith("k8s-k8sworker4") for name in deleted), planned
+    assert {name for op, name in planned if op not in ("delete", "update")} == set(), planned
+    seconds = cluster.up()
+    cluster.report(f"removing k8sworker4: {seconds:.0f} s")
+    assert f"{STACK}-k8sworker4" not in cluster.namespace.virsh("list", "--all", "--name")
+
+
+def test_destroy_leaves_no_domain_volume_network_or_process(cluster):
+    start = time.monotonic()
+    cluster.project.pulumi("destroy", "--yes", "--skip-preview", timeout=1800)
+    cluster.report(f"pulumi destroy: {time.monotonic() - start:.0f} s")
+    virsh = cluster.namespace.virsh
+    assert virsh("list", "--all", "--name").strip() == ""
+    assert virsh("net-list", "--all", "--name").strip() == ""
+    assert [v for v in virsh("vol-list", "default").splitlines() if v.strip()] == []
+    # Only the harness's own libvirtd and virtlogd may still run in the namespace.
+    pids = subprocess.run(["ip", "netns", "pids", cluster.namespace.name], capture_output=True, text=True, check=True).stdout.split()
+    names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids if Path(f"/proc/{pid}/comm").exists()}
+    assert names <= {"libvirtd", "virtlogd"}, names
