@@ -342,7 +342,14 @@ class LibvirtNetns:
             f'log_outputs = "3:file:{self.workdir / "libvirtd.log"}"\n'
         )
         self._start_daemon(["virtlogd", "-d"], VIRTLOGD_PIDFILE)
-        self._start_daemon(["libvirtd", "-d", "--config", str(conf)], LIBVIRTD_PIDFILE)
+        libvirtd = ["libvirtd", "-d", "--config", str(conf)]
+        if Path("/dev/kvm").exists():
+            # KVM opens here but its guests hang, and libvirt's KVM probe then
+            # times out on every capabilities call (about 25 s each). libvirtd
+            # gets its own mount namespace from `ip netns exec`; hide /dev/kvm
+            # there so it probes software emulation only. The host is untouched.
+            libvirtd = ["sh", "-c", 'mount --bind /dev/null /dev/kvm && exec "$@"', "sh", *libvirtd]
+        self._start_daemon(libvirtd, LIBVIRTD_PIDFILE)
         self._wait_ready()
         self._before = self.snapshot()
         self._ensure_default_pool()
@@ -402,10 +409,10 @@ class LibvirtNetns:
             # from a killed run); harmless when the dir exists
             self.virsh("pool-build", DEFAULT_POOL, check=False)
             self.virsh("pool-start", DEFAULT_POOL)
-        if self.pool_path is None:
-            xml = ET.fromstring(self.virsh("pool-dumpxml", DEFAULT_POOL))
-            target = xml.findtext("target/path")
-            self.pool_path = Path(target) if target else None
+        # report where the pool really is (a pre-existing pool keeps its own)
+        target = ET.fromstring(self.virsh("pool-dumpxml", DEFAULT_POOL)).findtext("target/path")
+        if target and not self._created_pool_dir:
+            self.pool_path = Path(target)
 
     def _teardown(self) -> None:
         if self._created_ns:
