@@ -22,6 +22,7 @@ PROJECT = "kvm-kubeadm"
 UBUNTU_NOBLE_IMAGE = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"
 KUBE_PACKAGES_UPSTREAM = "https://pkgs.k8s.io/core:/stable:"
 IMAGE_REPOSITORY_UPSTREAM = "registry.k8s.io"
+DEFAULT_SUBNET = "192.168.56.0/24"  # not libvirt's own default, 192.168.122.0/24
 FLANNEL_MANIFEST_UPSTREAM = "https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml"
 
 # Mirror presets: each names only what it changes; everything else stays upstream.
@@ -306,7 +307,7 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
 
     net_s = section("network")
     net_name = net_s.get("name", str, "k8s")
-    subnet = _parse(errors, net_s.key("subnet"), net_s.get("subnet", str, "192.168.56.0/24"), ipaddress.IPv4Network, "IPv4 CIDR")
+    subnet = _parse(errors, net_s.key("subnet"), net_s.get("subnet", str, DEFAULT_SUBNET), ipaddress.IPv4Network, "IPv4 CIDR")
     net_domain = net_s.get("domain", str, "k8s.lan")
     net_s.done()
     if net_name is not None and not _LABEL.match(net_name):
@@ -406,7 +407,7 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
                 errors.append(f"{net_s.key('subnet')}: node subnet {subnet} overlaps {key} {cidr}")
         for other, other_net in _other_stack_networks(project_dir, stack):
             try:
-                other_subnet = ipaddress.IPv4Network(str(other_net.get("subnet", "192.168.56.0/24")))
+                other_subnet = ipaddress.IPv4Network(str(other_net.get("subnet", DEFAULT_SUBNET)))
             except ValueError:
                 continue
             if subnet.overlaps(other_subnet):

@@ -20,12 +20,21 @@ SSH_PER_DIAL_TIMEOUT_SECONDS = 10
 
 
 def kernel_cmdline(cmdline: str) -> list[dict[str, str]]:
-    """`root=/dev/vda console=ttyS0 quiet` as the provider wants it: one map per argument, in order."""
-    args = []
-    for word in shlex.split(cmdline):
-        key, _, value = word.partition("=")
-        args.append({key: value} if value else {"_": key})
-    return args
+    """A kernel command line in the form the libvirt provider reads back, so that a
+    second `pulumi up` sees no change: it sorts the arguments, groups `key=value`
+    pairs into maps (a repeated key starts a new one) and puts the flags last,
+    space-joined under "_". (The kernel thus sees the arguments sorted.)"""
+    maps: list[dict[str, str]] = []
+    flags = []
+    for word in sorted(shlex.split(cmdline)):
+        key, has_value, value = word.partition("=")
+        if not has_value:
+            flags.append(word)
+        elif not maps or key in maps[-1]:
+            maps.append({key: value})
+        else:
+            maps[-1][key] = value
+    return maps + ([{"_": " ".join(flags)}] if flags else [])
 
 
 class Node(pulumi.ComponentResource):

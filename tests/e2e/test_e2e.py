@@ -52,6 +52,7 @@ class Cluster:
     def __init__(self, namespace: LibvirtNetns, project: PulumiProject, config: dict, keys, report):
         self.namespace, self.project, self.config, self.keys, self.report = namespace, project, config, keys, report
         self.settings = parse(config, STACK, project.directory)
+        self.before = namespace.snapshot()  # libvirt objects that are not ours
 
     def ssh(self, ip: str, command: str, stdin: str | None = None, check: bool = True):
         argv = ["ssh", "-i", str(self.keys[0]), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
@@ -115,21 +116,22 @@ def test_each_node_answers_ssh_at_its_fixed_ip_with_its_hostname(cluster):
 
 def test_os_prep_took_effect_on_every_node(cluster):
     probe = (
+        "PATH=$PATH:/usr/sbin:/sbin; "
         "swapon --noheadings --show=NAME | wc -l; "
         "grep -E '^(overlay|br_netfilter) ' /proc/modules | cut -d' ' -f1 | sort | paste -sd,; "
         "sysctl -n net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.ip_forward | paste -sd,"
     )
     for node in cluster.settings.nodes:
-        swaps, modules, sysctls = cluster.ssh(str(node.ip), probe).stdout.split()
-        assert (swaps, modules, sysctls) == ("0", "br_netfilter,overlay", "1,1,1"), node.name
+        output = cluster.ssh(str(node.ip), probe).stdout
+        assert output.split() == ["0", "br_netfilter,overlay", "1,1,1"], f"{node.name}: {output}"
 
 
 def test_every_node_resolves_every_other_by_name(cluster):
     names = [node.name for node in cluster.settings.nodes]
+    lookup = "; ".join(f"getent ahostsv4 {name} | head -n1 | cut -d' ' -f1" for name in names)
     for node in cluster.settings.nodes:
-        resolved = cluster.ssh(str(node.ip), "getent hosts " + " ".join(names)).stdout.split("\n")
-        addresses = {line.split()[1]: line.split()[0] for line in resolved if line.strip()}
-        assert addresses == {n.name: str(n.ip) for n in cluster.settings.nodes}, node.name
+        addresses = cluster.ssh(str(node.ip), lookup).stdout.split()
+        assert dict(zip(names, addresses)) == {n.name: str(n.ip) for n in cluster.settings.nodes}, node.name
 
 
 def test_os_prep_run_again_changes_nothing(cluster):
@@ -171,10 +173,8 @@ def test_destroy_leaves_no_domain_volume_network_or_process(cluster):
     start = time.monotonic()
     cluster.project.pulumi("destroy", "--yes", "--skip-preview", timeout=1800)
     cluster.report(f"pulumi destroy: {time.monotonic() - start:.0f} s")
-    virsh = cluster.namespace.virsh
-    assert virsh("list", "--all", "--name").strip() == ""
-    assert virsh("net-list", "--all", "--name").strip() == ""
-    assert [v for v in virsh("vol-list", "default").splitlines() if v.strip()] == []
+    # Exactly what libvirt had before the first `pulumi up` is left.
+    assert cluster.namespace.snapshot() == cluster.before
     # Only the harness's own libvirtd and virtlogd may still run in the namespace.
     pids = subprocess.run(["ip", "netns", "pids", cluster.namespace.name], capture_output=True, text=True, check=True).stdout.split()
     names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids if Path(f"/proc/{pid}/comm").exists()}

@@ -143,3 +143,27 @@ def test_every_libvirt_resource_uses_the_configured_uri(dev):
     assert len(libvirt_resources) == 4 + 1 + 5 + 4
     for resource in libvirt_resources:
         assert resource.provider.startswith(provider.urn + "::"), resource.urn
+
+
+@pytest.mark.parametrize(
+    "cmdline, expected",
+    [
+        ("root=/dev/vda rw console=ttyS0", [{"console": "ttyS0", "root": "/dev/vda"}, {"_": "rw"}]),
+        ("console=tty0 console=ttyS0 quiet", [{"console": "tty0"}, {"console": "ttyS0"}, {"_": "quiet"}]),
+        ("", []),
+    ],
+)
+def test_kernel_cmdline_is_in_the_form_the_provider_reads_back(cmdline, expected):
+    from components.node import kernel_cmdline
+
+    assert kernel_cmdline(cmdline) == expected
+
+
+def test_direct_kernel_boot_is_an_ordinary_image_option(dev_config):
+    config = {**dev_config, "image": {"source": "https://example.test/debian.qcow2", "kernel": "/srv/vmlinuz",
+                                      "initrd": "/srv/initrd.img", "cmdline": "root=/dev/vda rw console=ttyS0"}}
+    run = run_program(config)
+    assert run.error is None, run.error
+    for domain in run.of_type(DOMAIN):
+        assert domain.inputs["kernel"] == "/srv/vmlinuz" and domain.inputs["initrd"] == "/srv/initrd.img", domain.urn
+        assert domain.inputs["cmdlines"] == [{"console": "ttyS0", "root": "/dev/vda"}, {"_": "rw"}], domain.urn
