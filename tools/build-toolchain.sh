@@ -112,6 +112,18 @@ check_go() {
     fi
 }
 
+# fresh_module NAME [SRC]: an empty build dir for component NAME (with SRC's Go
+# files copied in, if given); prints its path.
+fresh_module() {
+    local dir="${BUILD_DIR}/$1"
+    rm -rf "${dir}"
+    mkdir -p "${dir}" "${BIN_DIR}" "${PROVIDER_DIR}"
+    if [[ -n "${2:-}" ]]; then
+        cp "$2"/*.go "${dir}/"
+    fi
+    printf '%s\n' "${dir}"
+}
+
 # go_build DIR OUT PKG [LDFLAGS]: build PKG inside module DIR into OUT.
 go_build() {
     local dir="$1" out="$2" pkg="$3" ldflags="${4:-}"
@@ -135,9 +147,7 @@ build_pulumi_cli() {
         return 0
     fi
     log "pulumi-cli: building v${PULUMI_VERSION}"
-    dir="${BUILD_DIR}/pulumi-cli"
-    rm -rf "${dir}"
-    mkdir -p "${dir}" "${BIN_DIR}"
+    dir=$(fresh_module pulumi-cli)
     # go install pkg@version refuses modules with replace directives, so build
     # through a wrapper module that repeats the replace pkg/v3 needs. (pkg/v3's
     # own "sdk/v3 => ../sdk" replace becomes a plain require of the same version.)
@@ -182,10 +192,7 @@ build_language_python() {
         return 0
     fi
     log "language-python: building (sdk/v3 v${PULUMI_VERSION})"
-    dir="${BUILD_DIR}/language-python"
-    rm -rf "${dir}"
-    mkdir -p "${dir}"
-    cp "${src}"/*.go "${dir}/"
+    dir=$(fresh_module language-python "${src}")
     cat >"${dir}/go.mod" <<EOF
 module kvm-kubeadm.invalid/toolchain/pulumi-language-python
 
@@ -239,10 +246,7 @@ build_libvirt_provider() {
         return 0
     fi
     log "libvirt-provider: building ${TF_LIBVIRT_MODULE}@${TF_LIBVIRT_VERSION} with bridge ${TF_BRIDGE_VERSION}"
-    dir="${BUILD_DIR}/libvirt-provider"
-    rm -rf "${dir}"
-    mkdir -p "${dir}" "${PROVIDER_DIR}"
-    cp "${src}"/*.go "${dir}/"
+    dir=$(fresh_module libvirt-provider "${src}")
     cat >"${dir}/go.mod" <<EOF
 module kvm-kubeadm.invalid/toolchain/pulumi-resource-libvirt
 
@@ -281,10 +285,7 @@ build_command_provider() {
         return 0
     fi
     log "command-provider: building (sdk/v3 v${PULUMI_VERSION})"
-    dir="${BUILD_DIR}/command-provider"
-    rm -rf "${dir}"
-    mkdir -p "${dir}" "${PROVIDER_DIR}"
-    cp "${src}"/*.go "${dir}/"
+    dir=$(fresh_module command-provider "${src}")
     cat >"${dir}/go.mod" <<EOF
 module kvm-kubeadm.invalid/toolchain/pulumi-resource-command
 
