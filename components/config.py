@@ -218,7 +218,8 @@ class _Section:
             return None if default is _MISSING else default
         value = self.raw[name]
         if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-            self.errors.append(f"{self.key(name)}: must be {kind.__name__}, got {value!r}")
+            hint = f'; quote it: "{value}"' if kind is str and isinstance(value, (int, float)) else ""
+            self.errors.append(f"{self.key(name)}: must be {kind.__name__}, got {value!r}{hint}")
             return None if default is _MISSING else default
         return value
 

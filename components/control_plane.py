@@ -52,7 +52,7 @@ class ControlPlane(pulumi.ComponentResource):
         spec = settings.control_plane
         self.node = Node(
             f"{name}-node", settings, spec, network, base_volume,
-            protect_sizing=not settings.allow_control_plane_replace,
+            guard_sizing=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.stages = NodeStages(name, settings, self.node, CONTROL_PLANE_PORTS, self)

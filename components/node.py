@@ -8,6 +8,8 @@ import pulumi
 import pulumi_libvirt as libvirt
 from pulumi_command import remote
 
+from providers.sizing_guard import SizingGuard
+
 from . import cloudinit
 from .config import NodeSpec, Settings
 from .network import Network
@@ -58,7 +60,7 @@ class Node(pulumi.ComponentResource):
         spec: NodeSpec,
         network: Network,
         base_volume: libvirt.Volume,
-        protect_sizing: bool = False,
+        guard_sizing: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("kvm:infra:Node", name, None, opts)
@@ -86,6 +88,15 @@ class Node(pulumi.ComponentResource):
         )
         lease = network.lease(spec)
         image = settings.image
+        # A new size replaces the domain; for the control plane that needs the user's opt-in.
+        guard = [
+            SizingGuard(
+                f"{name}-sizing", spec.name, spec.vcpu, spec.memory_mib,
+                allow_replace=settings.allow_control_plane_replace,
+                config_prefix=f"{settings.project}:controlPlane",
+                opts=child,
+            )
+        ] if guard_sizing else []
         self.domain = libvirt.Domain(
             f"{name}-domain",
             name=settings.libvirt_name(spec.name),
@@ -111,8 +122,7 @@ class Node(pulumi.ComponentResource):
                 parent=self,
                 # libvirt domain names are unique: the old VM must go before its replacement.
                 delete_before_replace=True,
-                # A sizing change replaces the VM; for the control plane that needs an opt-in.
-                ignore_changes=["vcpu", "memory"] if protect_sizing else None,
+                depends_on=guard,
             ),
         )
         self.connection = remote.ConnectionArgs(

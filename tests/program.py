@@ -13,6 +13,8 @@ import json
 import re
 import runpy
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -113,7 +115,7 @@ class Mocks(pulumi.runtime.Mocks):
             stdout = {"ca-hash": FAKE_CA_HASH + "\n", "kubeconfig": FAKE_KUBECONFIG}
             outputs["stdout"] = stdout.get(stage.group(1), "") if stage else ""
             outputs["stderr"] = ""
-        if args.typ == DYNAMIC:
+        if args.typ == DYNAMIC and "ttl_seconds" in outputs:
             outputs.update(token=FAKE_TOKEN, expires="2026-11-27T00:00:00Z", expires_epoch=1795737600)
         return f"{args.name}-id", outputs
 
@@ -173,6 +175,19 @@ class ProgramRun:
         """(value, is_secret) of an export or Output, awaited for real: no silently skipped apply."""
         output = pulumi.Output.from_input(value)
         return _sync_await(output.future()), _sync_await(output.is_secret())
+
+
+def run_serialized_provider(provider: Any, use: str) -> "subprocess.CompletedProcess[str]":
+    """Serialise `provider` exactly as pulumi.dynamic does, then load it in a fresh
+    interpreter started in the project root (as Pulumi's provider process is) and
+    run `use`, Python code that sees it as `provider`."""
+    from pulumi.dynamic.dynamic import serialize_provider
+
+    script = "import base64, sys, dill\nprovider = dill.loads(base64.b64decode(sys.stdin.read()))\n" + use
+    return subprocess.run(
+        [sys.executable, "-c", script], input=serialize_provider(provider),
+        capture_output=True, text=True, cwd=PROJECT_DIR, check=False,
+    )
 
 
 def load_stack_config(stack: str) -> dict[str, Any]:

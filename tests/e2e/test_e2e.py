@@ -146,6 +146,18 @@ def test_a_second_up_changes_nothing(cluster):
     cluster.project.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes", timeout=1800)
 
 
+def test_a_control_plane_resize_needs_the_opt_in(cluster):
+    cluster.project.pulumi("config", "set", "--path", "controlPlane.vcpu", "3")
+    try:
+        refused = cluster.project.pulumi("preview", check=False)
+        output = refused.stdout + refused.stderr
+        assert refused.returncode != 0, output
+        assert "kvm-kubeadm:controlPlane.vcpu 2 -> 3" in output and "controlPlane.allowReplace" in output, output
+    finally:
+        cluster.project.pulumi("config", "set", "--path", "controlPlane.vcpu", "2")
+    cluster.project.pulumi("preview", "--expect-no-changes")
+
+
 def test_adding_then_removing_a_worker_touches_only_that_worker(cluster):
     cluster.set_workers(4)
     planned = cluster.planned_steps()

@@ -88,7 +88,7 @@ def test_dev_preview_plans_exactly_the_expected_resources(libvirtd, ssh_keys, tm
         "libvirt:index/volume:Volume": 5,
         "libvirt:index/cloudInitDisk:CloudInitDisk": 4,
         "libvirt:index/domain:Domain": 4,
-        "pulumi-python:dynamic:Resource": 1,
+        "pulumi-python:dynamic:Resource": 2,  # bootstrap token, control-plane sizing guard
         "command:remote:Command": 23,
     }
     assert planned["pulumi:providers:libvirt"] == 1

@@ -6,10 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from pulumi.dynamic.dynamic import serialize_provider
 
 from providers.bootstrap_token import TOKEN_FORMAT, BootstrapTokenProvider, generate_token
-from tests.program import PROJECT_DIR
+from tests.program import PROJECT_DIR, run_serialized_provider
 
 DAY = 86400
 INPUTS = {"ttl_seconds": DAY, "renew_before_seconds": DAY // 4}
@@ -95,15 +94,10 @@ def test_delete_is_a_no_op(provider):
 
 def test_provider_survives_pulumi_serialisation_in_a_fresh_interpreter():
     """Serialise as pulumi.dynamic does; load and use it where Pulumi's provider process would."""
-    blob = serialize_provider(BootstrapTokenProvider())
-    script = (
-        "import base64, sys, dill\n"
-        "provider = dill.loads(base64.b64decode(sys.stdin.read()))\n"
+    result = run_serialized_provider(
+        BootstrapTokenProvider(),
         "outs = provider.create({'ttl_seconds': 3600, 'renew_before_seconds': 600}).outs\n"
-        "print(type(provider).__module__, outs['token'].count('.'), outs['expires_epoch'] > 0)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], input=blob, capture_output=True, text=True, cwd=PROJECT_DIR, check=False
+        "print(type(provider).__module__, outs['token'].count('.'), outs['expires_epoch'] > 0)\n",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["providers.bootstrap_token", "1", "True"]

@@ -67,6 +67,7 @@ def test_the_committed_dev_stack_is_valid(dev_config):
         ("mirrors.preset", "moon", "kvm-kubeadm:mirrors.preset", "unknown preset"),
         ("workers.count", 200, "kvm-kubeadm:workers.count", "do not fit in 192.168.56.0/24 (room for 132)"),
         ("workers.vcpu", "two", "kvm-kubeadm:workers.vcpu", "must be int"),
+        ("kubernetes.version", 1.36, "kvm-kubeadm:kubernetes.version", 'must be str, got 1.36; quote it: "1.36"'),
     ],
 )
 def test_each_rule_names_its_key(dev_config, path, value, key, words):

@@ -74,12 +74,15 @@ def test_a_worker_resize_changes_only_worker_domains(dev_config):
     assert changed_between(before, after) == {f"k8s-k8sworker{i}-node-domain" for i in (1, 2, 3)}
 
 
-def test_control_plane_resize_is_ignored_unless_opted_in(dev_config):
-    default = build(dev_config)
-    master = default.by_name("k8s-k8smaster-node-domain")
-    assert {"vcpu", "memory"} <= set(master.ignore_changes)
+def test_a_control_plane_resize_reaches_its_guard_and_domain(dev_config):
+    before, after = build(dev_config), build(dev_config, controlPlane__vcpu=4)
+    assert changed_between(before, after) == {"k8s-k8smaster-node-sizing", "k8s-k8smaster-node-domain"}
+    assert after.by_name("k8s-k8smaster-node-sizing").inputs["vcpu"] == 4
+
+
+def test_the_resize_opt_in_reaches_the_guard(dev_config):
     opted_in = build(dev_config, controlPlane__allowReplace=True)
-    assert "vcpu" not in opted_in.by_name("k8s-k8smaster-node-domain").ignore_changes
+    assert opted_in.by_name("k8s-k8smaster-node-sizing").inputs["allow_replace"] is True
 
 
 # --- mirrors -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from tests.program import (
 )
 
 WORKERS = ["k8sworker1", "k8sworker2", "k8sworker3"]
+TOKEN = "k8s-k8smaster-bootstrap-token"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_each_node_chain_is_os_prep_then_packages_then_init_or_join(dev, node, l
 @pytest.mark.parametrize("worker", WORKERS)
 def test_join_inputs_depend_on_token_and_ca_hash_outputs(dev, worker):
     join = stage_of(dev, worker, "join")
-    (token,) = dev.of_type(DYNAMIC)
+    token = dev.by_name(TOKEN)
     ca_hash = stage_of(dev, "k8smaster", "ca-hash")
     assert token.urn in join.property_dependencies["stdin"], join.urn
     assert ca_hash.urn in join.property_dependencies["stdin"], join.urn
@@ -140,8 +141,8 @@ def test_no_secret_appears_in_any_command_line(dev):
 
 
 def test_token_resource_marks_its_token_secret(dev):
-    (token,) = dev.of_type(DYNAMIC)
-    assert "token" in token.additional_secret_outputs
+    token = dev.by_name(TOKEN)
+    assert token.type == DYNAMIC and "token" in token.additional_secret_outputs
 
 
 def test_a_refreshed_token_does_not_touch_joined_workers_or_init(dev):

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from tests.conftest import with_keys
-from tests.program import CLOUDINIT, DOMAIN, NETWORK, VOLUME, load_stack_config, run_program
+from tests.program import CLOUDINIT, DOMAIN, DYNAMIC, NETWORK, VOLUME, load_stack_config, run_program
 
 DEV_SIZING = {"k8smaster": (2, 4096), "k8sworker1": (2, 2048), "k8sworker2": (2, 2048), "k8sworker3": (2, 2048)}
 DEV_IPS = {"k8smaster": "192.168.56.107", "k8sworker1": "192.168.56.123", "k8sworker2": "192.168.56.124", "k8sworker3": "192.168.56.125"}
@@ -89,11 +89,18 @@ def test_user_data_is_cloud_config_with_key_hostname_and_guest_agent(dev, ssh_ke
         assert ["systemctl", "enable", "--now", "qemu-guest-agent"] in document["runcmd"], seed.urn
 
 
-def test_control_plane_sizing_change_needs_opt_in(dev):
+def test_control_plane_domain_waits_for_its_sizing_guard(dev):
+    guard = dev.by_name("k8s-k8smaster-node-sizing")
+    assert guard.type == DYNAMIC
+    assert guard.inputs == {
+        "node": "k8smaster", "vcpu": 2, "memory_mib": 4096, "allow_replace": False,
+        "config_prefix": "kvm-kubeadm:controlPlane", "__provider": guard.inputs["__provider"],
+    }
     master = dev.by_name("k8s-k8smaster-node-domain")
-    assert set(master.ignore_changes) >= {"vcpu", "memory"}
+    assert guard.urn in master.dependencies
     for worker in (d for d in dev.of_type(DOMAIN) if d is not master):
-        assert not {"vcpu", "memory"} & set(worker.ignore_changes), worker.urn
+        assert guard.urn not in worker.dependencies, worker.urn
+    assert len(dev.of_type(DYNAMIC)) == 2  # the guard and the bootstrap token
 
 
 def test_every_child_is_parented_to_its_component(dev):
