@@ -2,34 +2,38 @@
 
 from __future__ import annotations
 
-import pytest
-
-from providers.sizing_guard import ResizeNotAllowed, SizingGuardProvider
+from providers.sizing_guard import SizingGuardProvider
 from tests.program import run_serialized_provider
 
 SIZE = {"node": "k8smaster", "vcpu": 2, "memory_mib": 4096, "allow_replace": False, "config_prefix": "kvm-kubeadm:controlPlane"}
+# What the engine hands back for the recorded size: numbers as floats.
+RECORDED = {**SIZE, "vcpu": 2.0, "memory_mib": 4096.0}
 
 
-def test_same_size_is_no_change():
-    diff = SizingGuardProvider().diff("k8smaster", dict(SIZE), dict(SIZE))
+def test_first_creation_and_same_size_pass_check_with_no_diff():
+    provider = SizingGuardProvider()
+    assert provider.check({}, dict(SIZE)).failures == []
+    assert provider.check(dict(RECORDED), dict(SIZE)).failures == []
+    diff = provider.diff("k8smaster", dict(RECORDED), dict(SIZE))
     assert not diff.changes and not diff.replaces
 
 
-def test_resize_without_opt_in_fails_naming_the_keys():
-    with pytest.raises(ResizeNotAllowed) as refused:
-        SizingGuardProvider().diff("k8smaster", dict(SIZE), {**SIZE, "vcpu": 4, "memory_mib": 8192})
-    message = str(refused.value)
-    assert "kvm-kubeadm:controlPlane.vcpu 2 -> 4" in message
-    assert "kvm-kubeadm:controlPlane.memoryMiB 4096 -> 8192" in message
-    assert "kvm-kubeadm:controlPlane.allowReplace" in message and "k8smaster" in message
+def test_resize_without_opt_in_fails_check_naming_the_keys():
+    failures = SizingGuardProvider().check(dict(RECORDED), {**SIZE, "vcpu": 4, "memory_mib": 8192}).failures
+    assert [f.property for f in failures] == ["vcpu"]
+    reason = failures[0].reason
+    assert "kvm-kubeadm:controlPlane.vcpu 2 -> 4" in reason
+    assert "kvm-kubeadm:controlPlane.memoryMiB 4096 -> 8192" in reason
+    assert "kvm-kubeadm:controlPlane.allowReplace" in reason and "k8smaster" in reason
 
 
 def test_resize_with_opt_in_is_an_update_not_a_replace():
     news = {**SIZE, "memory_mib": 8192, "allow_replace": True}
     provider = SizingGuardProvider()
-    diff = provider.diff("k8smaster", dict(SIZE), news)
+    assert provider.check(dict(RECORDED), news).failures == []
+    diff = provider.diff("k8smaster", dict(RECORDED), news)
     assert diff.changes and not diff.replaces
-    assert provider.update("k8smaster", dict(SIZE), news).outs == news
+    assert provider.update("k8smaster", dict(RECORDED), news).outs == news
 
 
 def test_create_records_the_size():
@@ -40,11 +44,9 @@ def test_create_records_the_size():
 def test_guard_survives_pulumi_serialisation_in_a_fresh_interpreter():
     result = run_serialized_provider(
         SizingGuardProvider(),
-        "old = {'node': 'n', 'vcpu': 2, 'memory_mib': 4096, 'allow_replace': False, 'config_prefix': 'p'}\n"
-        "try:\n"
-        "    provider.diff('n', old, {**old, 'vcpu': 4})\n"
-        "except Exception as refused:\n"
-        "    print(type(provider).__module__, type(refused).__name__)\n",
+        "old = {'node': 'n', 'vcpu': 2.0, 'memory_mib': 4096.0, 'allow_replace': False, 'config_prefix': 'p'}\n"
+        "failures = provider.check(old, {**old, 'vcpu': 4}).failures\n"
+        "print(type(provider).__module__, failures[0].property)\n",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["providers.sizing_guard", "ResizeNotAllowed"]
+    assert result.stdout.split() == ["providers.sizing_guard", "vcpu"]
