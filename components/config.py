@@ -184,8 +184,12 @@ class Settings:
         return (self.control_plane, *self.workers)
 
     def libvirt_name(self, name: str) -> str:
-        """Every libvirt object is prefixed with the stack, so stacks never collide on a host."""
-        return f"{self.stack}-{name}"
+        return libvirt_name(self.stack, name)
+
+
+def libvirt_name(stack: str, name: str) -> str:
+    """Every libvirt object is prefixed with the stack, so stacks never collide on a host."""
+    return f"{stack}-{name}"
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -313,7 +317,7 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
     net_s.done()
     if net_name is not None and not _LABEL.match(net_name):
         errors.append(f"{net_s.key('name')}: {net_name!r} must be a lowercase RFC 1123 label")
-    network = Network(name=f"{stack}-{net_name}", subnet=subnet, domain=net_domain) if subnet is not None else None
+    network = Network(name=libvirt_name(stack, net_name), subnet=subnet, domain=net_domain) if subnet is not None else None
 
     image_s = section("image")
     image_source = image_s.get("source", str, UBUNTU_NOBLE_IMAGE)

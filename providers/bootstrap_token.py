@@ -95,7 +95,7 @@ class BootstrapToken(pulumi.dynamic.Resource):
     token: pulumi.Output[str]
     """The token, `[a-z0-9]{6}.[a-z0-9]{16}` (secret)."""
     expires: pulumi.Output[str]
-    """Expiry as RFC 3339 UTC, for kubeadm's `expires` field."""
+    """Expiry as RFC 3339 UTC, for people reading the state."""
     expires_epoch: pulumi.Output[int]
     """Expiry in seconds since the epoch, for `kubeadm token create --ttl`."""
 
