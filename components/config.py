@@ -60,6 +60,8 @@ class Libvirt:
     """libvirt connection URI of the KVM host."""
     pool: str
     """Existing storage pool that holds every volume."""
+    boot_timeout_seconds: int
+    """How long creating a VM waits for its DHCP lease (software emulation boots slowly)."""
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,15 @@ class _Section:
             return None if default is _MISSING else default
         return value
 
+    def get_bounded(self, name: str, default: int, minimum: int, maximum: Optional[int] = None) -> Optional[int]:
+        """An integer within [minimum, maximum]; out of range is reported and read as None."""
+        value = self.get(name, int, default)
+        if value is not None and (value < minimum or maximum is not None and value > maximum):
+            bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            self.errors.append(f"{self.key(name)}: must be {bounds}, got {value}")
+            return None
+        return value
+
     def done(self) -> None:
         for unknown in sorted(set(self.raw) - self.read):
             known = ", ".join(sorted(self.read))
@@ -307,7 +318,11 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
         return _Section(errors, f"{project}:{name}", raw.get(name))
 
     libvirt_s = section("libvirt")
-    libvirt_cfg = Libvirt(uri=libvirt_s.get("uri", str, "qemu:///system"), pool=libvirt_s.get("pool", str, "default"))
+    libvirt_cfg = Libvirt(
+        uri=libvirt_s.get("uri", str, "qemu:///system"),
+        pool=libvirt_s.get("pool", str, "default"),
+        boot_timeout_seconds=libvirt_s.get_bounded("bootTimeoutSeconds", 600, minimum=60),
+    )
     libvirt_s.done()
 
     net_s = section("network")
@@ -395,15 +410,11 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
     version = kube_s.get("version", str, "1.36.3")
     service_cidr = _parse(errors, kube_s.key("serviceCidr"), kube_s.get("serviceCidr", str, "10.96.0.0/12"), ipaddress.IPv4Network, "IPv4 CIDR")
     pod_cidr = _parse(errors, kube_s.key("podCidr"), kube_s.get("podCidr", str, "10.244.0.0/16"), ipaddress.IPv4Network, "IPv4 CIDR")
-    ttl_hours = kube_s.get("tokenTtlHours", int, 24)
-    ready_timeout = kube_s.get("readyTimeoutSeconds", int, 900)
+    ttl_hours = kube_s.get_bounded("tokenTtlHours", 24, minimum=1, maximum=24 * 365)
+    ready_timeout = kube_s.get_bounded("readyTimeoutSeconds", 900, minimum=60)
     kube_s.done()
     if version is not None and not _VERSION.match(version):
         errors.append(f"{kube_s.key('version')}: {version!r} must be MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 1.36 or 1.36.3")
-    if ttl_hours is not None and not 1 <= ttl_hours <= 24 * 365:
-        errors.append(f"{kube_s.key('tokenTtlHours')}: must be between 1 and 8760")
-    if ready_timeout is not None and ready_timeout < 60:
-        errors.append(f"{kube_s.key('readyTimeoutSeconds')}: must be at least 60")
     if service_cidr and pod_cidr and service_cidr.overlaps(pod_cidr):
         errors.append(f"{kube_s.key('podCidr')}: {pod_cidr} overlaps the service CIDR {service_cidr}")
     if subnet is not None:

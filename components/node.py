@@ -21,6 +21,21 @@ SSH_DIAL_ERROR_LIMIT = 60
 SSH_PER_DIAL_TIMEOUT_SECONDS = 10
 
 
+class BaseImage:
+    """The base volume every root volume is a copy-on-write layer of, and the newest
+    upload into the storage pool. Uploads go one at a time: concurrent stream uploads
+    into one pool can deadlock the libvirt provider (terraform-provider-libvirt#594)."""
+
+    volume: libvirt.Volume
+    """The base OS image in the pool."""
+    last_upload: pulumi.Resource
+    """The upload that the next one waits for."""
+
+    def __init__(self, volume: libvirt.Volume):
+        self.volume = volume
+        self.last_upload = volume
+
+
 def kernel_cmdline(cmdline: str) -> list[dict[str, str]]:
     """A kernel command line in the form the libvirt provider reads back, so that a
     second `pulumi up` sees no change: it sorts the arguments, groups `key=value`
@@ -59,7 +74,7 @@ class Node(pulumi.ComponentResource):
         settings: Settings,
         spec: NodeSpec,
         network: Network,
-        base_volume: libvirt.Volume,
+        base_image: BaseImage,
         guard_sizing: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ):
@@ -72,7 +87,7 @@ class Node(pulumi.ComponentResource):
             f"{name}-root",
             name=settings.libvirt_name(f"{spec.name}-root.qcow2"),
             pool=settings.libvirt.pool,
-            base_volume_id=base_volume.id,
+            base_volume_id=base_image.volume.id,
             format="qcow2",
             size=spec.disk_gib * GIB,
             opts=child,
@@ -83,9 +98,14 @@ class Node(pulumi.ComponentResource):
             pool=settings.libvirt.pool,
             user_data=cloudinit.user_data(settings, spec),
             meta_data=cloudinit.meta_data(settings, spec),
-            # cloud-init acts on first boot only; a new seed would replace the VM for nothing.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["userData", "metaData"]),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[base_image.last_upload],
+                # cloud-init acts on first boot only; a new seed would replace the VM for nothing.
+                ignore_changes=["userData", "metaData"],
+            ),
         )
+        base_image.last_upload = seed
         lease = network.lease(spec)
         image = settings.image
         # A new size replaces the domain; for the control plane that needs the user's opt-in.
@@ -123,6 +143,8 @@ class Node(pulumi.ComponentResource):
                 # libvirt domain names are unique: the old VM must go before its replacement.
                 delete_before_replace=True,
                 depends_on=guard,
+                # Creating the domain waits for its DHCP lease, thus for most of the boot.
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{settings.libvirt.boot_timeout_seconds}s"),
             ),
         )
         self.connection = remote.ConnectionArgs(

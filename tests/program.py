@@ -73,6 +73,7 @@ class Registration:
     deleted_with: str
     delete_before_replace: bool
     provider: str
+    create_timeout: str
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -145,6 +146,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     deleted_with=request.deletedWith,
                     delete_before_replace=request.deleteBeforeReplace,
                     provider=request.provider,
+                    create_timeout=request.customTimeouts.create,
                 )
             )
         return response

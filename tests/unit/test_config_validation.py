@@ -68,6 +68,10 @@ def test_the_committed_dev_stack_is_valid(dev_config):
         ("workers.count", 200, "kvm-kubeadm:workers.count", "do not fit in 192.168.56.0/24 (room for 132)"),
         ("workers.vcpu", "two", "kvm-kubeadm:workers.vcpu", "must be int"),
         ("kubernetes.version", 1.36, "kvm-kubeadm:kubernetes.version", 'must be str, got 1.36; quote it: "1.36"'),
+        ("kubernetes.tokenTtlHours", 0, "kvm-kubeadm:kubernetes.tokenTtlHours", "must be between 1 and 8760, got 0"),
+        ("kubernetes.readyTimeoutSeconds", 59, "kvm-kubeadm:kubernetes.readyTimeoutSeconds", "must be at least 60, got 59"),
+        ("libvirt.bootTimeoutSeconds", 30, "kvm-kubeadm:libvirt.bootTimeoutSeconds", "must be at least 60, got 30"),
+        ("libvirt.bootTimeoutSeconds", "10m", "kvm-kubeadm:libvirt.bootTimeoutSeconds", "must be int"),
     ],
 )
 def test_each_rule_names_its_key(dev_config, path, value, key, words):

@@ -55,9 +55,29 @@ def test_each_domain_interface_has_the_fixed_ip_and_waits_for_its_lease(dev):
     for domain in dev.of_type(DOMAIN):
         (nic,) = domain.inputs["networkInterfaces"]
         assert nic["waitForLease"] is True, domain.urn
+        # The wait is bounded by libvirt.bootTimeoutSeconds, not the provider's 5 minutes.
+        assert domain.create_timeout == "600s", domain.urn
         assert nic["mac"].startswith("52:54:00:"), domain.urn
         seen[nic["hostname"]] = nic["addresses"]
     assert seen == {name: [ip] for name, ip in DEV_IPS.items()}
+
+
+def test_pool_uploads_go_one_at_a_time_in_node_order(dev):
+    # Concurrent uploads into one pool can deadlock the provider: base image, then each seed.
+    (base,) = [v for v in dev.of_type(VOLUME) if "baseVolumeId" not in v.inputs]
+    previous = base.urn
+    for name in DEV_SIZING:
+        seed = dev.by_name(f"k8s-{name}-node-cloudinit")
+        assert previous in seed.dependencies, (seed.urn, seed.dependencies)
+        previous = seed.urn
+
+
+def test_boot_timeout_is_configurable(ssh_keys):
+    config = with_keys(load_stack_config("dev"), ssh_keys)
+    config["libvirt"] = {"bootTimeoutSeconds": 1500}
+    run = run_program(config)
+    assert run.error is None, run.error
+    assert {d.create_timeout for d in run.of_type(DOMAIN)} == {"1500s"}
 
 
 def test_macs_are_unique(dev):
