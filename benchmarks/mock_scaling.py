@@ -11,28 +11,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.conftest import with_keys  # noqa: E402
-from tests.program import ProgramRun, load_stack_config, run_program  # noqa: E402
+from tests.program import load_stack_config, run_program  # noqa: E402
 
 WORKER_COUNTS = (3, 10, 50)
 REPEATS = 5
-
-
-def longest_chain(run: ProgramRun) -> int:
-    """Resources on the longest path through dependencies (depends_on and property dependencies)."""
-    by_urn = {r.urn: r for r in run.registrations}
-
-    @lru_cache(maxsize=None)
-    def depth(urn: str) -> int:
-        deps = [d for d in by_urn[urn].all_dependencies if d in by_urn]
-        return 1 + max((depth(d) for d in deps), default=0)
-
-    return max(depth(urn) for urn in by_urn)
 
 
 def main() -> None:
@@ -50,7 +37,7 @@ def main() -> None:
                 timings.append((time.perf_counter() - start) * 1000)
                 if run.error:
                     raise SystemExit(f"{count} workers: {run.error}")
-            print(f"{count:>7} {statistics.median(timings):>24.0f} {len(run.registrations):>9} {longest_chain(run):>13}")
+            print(f"{count:>7} {statistics.median(timings):>24.0f} {len(run.registrations):>9} {run.longest_chain():>13}")
 
 
 if __name__ == "__main__":

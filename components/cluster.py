@@ -10,7 +10,6 @@ from . import kubeadm
 from .config import Settings
 from .control_plane import ADMIN_KUBECONFIG, ControlPlane
 from .network import Network
-from .node import BaseImage
 from .stage import stage_command
 from .worker import Worker
 
@@ -22,7 +21,7 @@ class Cluster(pulumi.ComponentResource):
     """libvirt provider for `libvirt.uri`."""
     network: Network
     """The NAT network."""
-    base_image: BaseImage
+    base_volume: libvirt.Volume
     """Base OS image, shared by every node's root volume."""
     control_plane: ControlPlane
     """The control-plane node."""
@@ -42,19 +41,17 @@ class Cluster(pulumi.ComponentResource):
         self.provider = libvirt.Provider(f"{name}-libvirt", uri=settings.libvirt.uri, opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, providers=[self.provider])
         self.network = Network(f"{name}-network", settings, opts=child)
-        self.base_image = BaseImage(
-            libvirt.Volume(
-                f"{name}-base",
-                name=settings.libvirt_name("base.qcow2"),
-                pool=settings.libvirt.pool,
-                source=settings.image.source,
-                format="qcow2",
-                opts=child,
-            )
+        self.base_volume = libvirt.Volume(
+            f"{name}-base",
+            name=settings.libvirt_name("base.qcow2"),
+            pool=settings.libvirt.pool,
+            source=settings.image.source,
+            format="qcow2",
+            opts=child,
         )
-        self.control_plane = ControlPlane(f"{name}-{settings.control_plane.name}", settings, self.network, self.base_image, opts=child)
+        self.control_plane = ControlPlane(f"{name}-{settings.control_plane.name}", settings, self.network, self.base_volume, opts=child)
         self.workers = [
-            Worker(f"{name}-{spec.name}", settings, spec, self.network, self.base_image, self.control_plane, opts=child)
+            Worker(f"{name}-{spec.name}", settings, spec, self.network, self.base_volume, self.control_plane, opts=child)
             for spec in settings.workers
         ]
         self.ready = self.kubeconfig = self.join_command = None

@@ -180,6 +180,8 @@ class Settings:
     """"disable" (the procedure) or "open-ports"."""
     stages: str
     """"kubernetes" (everything) or "os-prep" (VMs and OS prep only)."""
+    work_dir: Path
+    """Git-ignored directory for files the program generates (cloud-init seed images)."""
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:
@@ -451,6 +453,7 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
     return Settings(
         project=project,
         stack=stack,
+        work_dir=project_dir / ".cache" / stack,
         libvirt=libvirt_cfg,
         network=network,
         image=image,

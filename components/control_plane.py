@@ -4,6 +4,7 @@ bootstrap token, flannel and the admin kubeconfig."""
 from __future__ import annotations
 
 import pulumi
+import pulumi_libvirt as libvirt
 from pulumi_command import remote
 
 from providers.bootstrap_token import BootstrapToken
@@ -11,7 +12,7 @@ from providers.bootstrap_token import BootstrapToken
 from . import kubeadm
 from .config import Settings
 from .network import Network
-from .node import BaseImage, Node
+from .node import Node
 from .prep import NodeStages
 from .stage import stage_command
 
@@ -44,13 +45,13 @@ class ControlPlane(pulumi.ComponentResource):
         name: str,
         settings: Settings,
         network: Network,
-        base_image: BaseImage,
+        base_volume: libvirt.Volume,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("kvm:kubeadm:ControlPlane", name, None, opts)
         spec = settings.control_plane
         self.node = Node(
-            f"{name}-node", settings, spec, network, base_image,
+            f"{name}-node", settings, spec, network, base_volume,
             guard_sizing=True,
             opts=pulumi.ResourceOptions(parent=self),
         )

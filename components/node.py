@@ -21,21 +21,6 @@ SSH_DIAL_ERROR_LIMIT = 60
 SSH_PER_DIAL_TIMEOUT_SECONDS = 10
 
 
-class BaseImage:
-    """The base volume every root volume is a copy-on-write layer of, and the newest
-    upload into the storage pool. Uploads go one at a time: concurrent stream uploads
-    into one pool can deadlock the libvirt provider (terraform-provider-libvirt#594)."""
-
-    volume: libvirt.Volume
-    """The base OS image in the pool."""
-    last_upload: pulumi.Resource
-    """The upload that the next one waits for."""
-
-    def __init__(self, volume: libvirt.Volume):
-        self.volume = volume
-        self.last_upload = volume
-
-
 def kernel_cmdline(cmdline: str) -> list[dict[str, str]]:
     """A kernel command line in the form the libvirt provider reads back, so that a
     second `pulumi up` sees no change: it sorts the arguments, groups `key=value`
@@ -74,7 +59,7 @@ class Node(pulumi.ComponentResource):
         settings: Settings,
         spec: NodeSpec,
         network: Network,
-        base_image: BaseImage,
+        base_volume: libvirt.Volume,
         guard_sizing: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ):
@@ -87,25 +72,22 @@ class Node(pulumi.ComponentResource):
             f"{name}-root",
             name=settings.libvirt_name(f"{spec.name}-root.qcow2"),
             pool=settings.libvirt.pool,
-            base_volume_id=base_image.volume.id,
+            base_volume_id=base_volume.id,
             format="qcow2",
             size=spec.disk_gib * GIB,
             opts=child,
         )
-        seed = libvirt.CloudInitDisk(
+        # A plain volume, not a libvirt.CloudInitDisk: reading one of those back downloads
+        # it, and a download can hang or truncate when others run (go-libvirt streams).
+        seed = libvirt.Volume(
             f"{name}-cloudinit",
             name=settings.libvirt_name(f"{spec.name}-cloudinit.iso"),
             pool=settings.libvirt.pool,
-            user_data=cloudinit.user_data(settings, spec),
-            meta_data=cloudinit.meta_data(settings, spec),
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=[base_image.last_upload],
-                # cloud-init acts on first boot only; a new seed would replace the VM for nothing.
-                ignore_changes=["userData", "metaData"],
-            ),
+            source=str(cloudinit.write_seed_image(settings, spec)),
+            format="iso",  # what libvirt's pool probe reads back, so a second `up` sees no change
+            # cloud-init acts on first boot only; a new seed would replace the VM for nothing.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["source"]),
         )
-        base_image.last_upload = seed
         lease = network.lease(spec)
         image = settings.image
         # A new size replaces the domain; for the control plane that needs the user's opt-in.
@@ -123,8 +105,8 @@ class Node(pulumi.ComponentResource):
             vcpu=spec.vcpu,
             memory=spec.memory_mib,
             autostart=True,
-            cloudinit=seed.id,
-            disks=[libvirt.DomainDiskArgs(volume_id=self.root_volume.id)],
+            # cloud-init finds the seed on the second disk by its label.
+            disks=[libvirt.DomainDiskArgs(volume_id=self.root_volume.id), libvirt.DomainDiskArgs(volume_id=seed.id)],
             network_interfaces=[
                 libvirt.DomainNetworkInterfaceArgs(
                     network_id=network.network_id,

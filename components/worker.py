@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pulumi
+import pulumi_libvirt as libvirt
 from pulumi_command import remote
 
 from . import kubeadm
 from .config import NodeSpec, Settings
 from .control_plane import ControlPlane
 from .network import Network
-from .node import BaseImage, Node
+from .node import Node
 from .prep import NodeStages
 from .stage import stage_command
 
@@ -36,12 +37,12 @@ class Worker(pulumi.ComponentResource):
         settings: Settings,
         spec: NodeSpec,
         network: Network,
-        base_image: BaseImage,
+        base_volume: libvirt.Volume,
         control_plane: ControlPlane,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("kvm:kubeadm:Worker", name, None, opts)
-        self.node = Node(f"{name}-node", settings, spec, network, base_image, opts=pulumi.ResourceOptions(parent=self))
+        self.node = Node(f"{name}-node", settings, spec, network, base_volume, opts=pulumi.ResourceOptions(parent=self))
         self.stages = NodeStages(name, settings, self.node, WORKER_PORTS, self)
         self.join = self.ready = None
         if settings.stages == "kubernetes":

@@ -9,6 +9,7 @@ so runs never share Pulumi's global state.
 from __future__ import annotations
 
 import contextvars
+import io
 import json
 import re
 import runpy
@@ -16,10 +17,12 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
 import pulumi
+import pycdlib
 import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
@@ -35,7 +38,6 @@ SIG_KEY = "4dabf18193072939515e22adb298388d"
 DOMAIN = "libvirt:index/domain:Domain"
 NETWORK = "libvirt:index/network:Network"
 VOLUME = "libvirt:index/volume:Volume"
-CLOUDINIT = "libvirt:index/cloudInitDisk:CloudInitDisk"
 COMMAND = "command:remote:Command"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
@@ -173,10 +175,39 @@ class ProgramRun:
     def commands(self, stage: str) -> list[Registration]:
         return [r for r in self.of_type(COMMAND) if r.stage == stage]
 
+    def longest_chain(self) -> int:
+        """Resources on the longest path through dependencies (depends_on and property dependencies)."""
+        by_urn = {r.urn: r for r in self.registrations}
+
+        @lru_cache(maxsize=None)
+        def depth(urn: str) -> int:
+            deps = [d for d in by_urn[urn].all_dependencies if d in by_urn]
+            return 1 + max((depth(d) for d in deps), default=0)
+
+        return max(depth(urn) for urn in by_urn)
+
     def resolve(self, value: Any) -> tuple[Any, bool]:
         """(value, is_secret) of an export or Output, awaited for real: no silently skipped apply."""
         output = pulumi.Output.from_input(value)
         return _sync_await(output.future()), _sync_await(output.is_secret())
+
+
+def read_seed_image(path: str) -> tuple[str, dict[str, str]]:
+    """(volume label, {file name: text}) of a cloud-init seed ISO, as a Linux mount shows it."""
+    image = pycdlib.PyCdlib()
+    image.open(path)
+    try:
+        label = image.pvd.volume_identifier.decode().strip()
+        files = {}
+        for child in image.list_children(rr_path="/"):
+            if child.is_file():
+                name = child.rock_ridge.name().decode()
+                content = io.BytesIO()
+                image.get_file_from_iso_fp(content, rr_path=f"/{name}")
+                files[name] = content.getvalue().decode()
+        return label, files
+    finally:
+        image.close()
 
 
 def run_serialized_provider(provider: Any, use: str) -> "subprocess.CompletedProcess[str]":

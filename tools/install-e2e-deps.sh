@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages that the real-libvirt end-to-end test needs:
 # QEMU (software emulation), libvirtd + virsh, dnsmasq for libvirt's NAT
-# networks, mmdebstrap + e2fsprogs + qemu-img to build the guest image, and
-# genisoimage for NoCloud seed ISOs (terraform-provider-libvirt calls mkisofs).
+# networks, and mmdebstrap + e2fsprogs + qemu-img to build the guest image.
 #
 # Idempotent: packages already installed are skipped; apt-get update runs only
 # when something is missing.  Must run as root on Debian 12 (bookworm).
@@ -23,7 +22,6 @@ PACKAGES=(
   iptables             # libvirt's NAT rules (nftables backend)
   mmdebstrap           # guest rootfs
   e2fsprogs            # mkfs.ext4 -d
-  genisoimage          # genisoimage / mkisofs for the cidata ISO
   openssh-client       # ssh into guests, ssh-keygen
   procps               # pgrep/ps for the harness's cleanup checks
   python3
@@ -66,7 +64,7 @@ fi
 
 # Sanity check: the tools the harness and image builder call.
 for tool in qemu-system-x86_64 qemu-img libvirtd virtlogd virsh dnsmasq ip \
-            mmdebstrap mkfs.ext4 genisoimage mkisofs ssh ssh-keygen; do
+            mmdebstrap mkfs.ext4 ssh ssh-keygen; do
   if ! command -v "${tool}" >/dev/null 2>&1; then
     echo "install-e2e-deps.sh: ${tool} still missing after install" >&2
     exit 1

@@ -85,8 +85,7 @@ def test_dev_preview_plans_exactly_the_expected_resources(libvirtd, ssh_keys, tm
         "kvm:infra:Network": 1,
         "kvm:infra:Node": 4,
         "libvirt:index/network:Network": 1,
-        "libvirt:index/volume:Volume": 5,
-        "libvirt:index/cloudInitDisk:CloudInitDisk": 4,
+        "libvirt:index/volume:Volume": 9,  # base image, and a root disk and a seed per node
         "libvirt:index/domain:Domain": 4,
         "pulumi-python:dynamic:Resource": 2,  # bootstrap token, control-plane sizing guard
         "command:remote:Command": 23,

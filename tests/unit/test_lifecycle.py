@@ -46,6 +46,12 @@ def test_adding_a_worker_creates_only_that_worker(dev_config):
     assert {"hostname": "k8sworker4", "ip": "192.168.56.126"} in network.inputs["dns"]["hosts"]
 
 
+def test_the_longest_dependency_chain_does_not_grow_with_the_workers(dev_config):
+    # Workers are independent of each other: nothing about one waits for another.
+    chains = {count: build(dev_config, workers__count=count).longest_chain() for count in (1, 3, 12)}
+    assert len(set(chains.values())) == 1 and chains[3] > 5, chains
+
+
 def test_removing_a_worker_leaves_the_others_untouched(dev_config):
     four, three = build(dev_config, workers__count=4), build(dev_config, workers__count=3)
     remaining = {r.urn for r in three.registrations}

@@ -10,10 +10,10 @@ import yaml
 
 from components.config import ConfigError, parse
 from tests.conftest import with_keys
-from tests.program import CLOUDINIT, COMMAND, DOMAIN, NETWORK, PROJECT_DIR, VOLUME, load_stack_config, run_program
+from tests.program import COMMAND, DOMAIN, NETWORK, PROJECT_DIR, VOLUME, load_stack_config, run_program
 
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
-LIBVIRT_TYPES = (DOMAIN, NETWORK, VOLUME, CLOUDINIT)
+LIBVIRT_TYPES = (DOMAIN, NETWORK, VOLUME)
 
 
 def test_the_committed_stacks_are_dev_single_and_lab():

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from tests.conftest import with_keys
-from tests.program import CLOUDINIT, DOMAIN, DYNAMIC, NETWORK, VOLUME, load_stack_config, run_program
+from tests.program import DOMAIN, DYNAMIC, NETWORK, VOLUME, load_stack_config, read_seed_image, run_program
 
 DEV_SIZING = {"k8smaster": (2, 4096), "k8sworker1": (2, 2048), "k8sworker2": (2, 2048), "k8sworker3": (2, 2048)}
 DEV_IPS = {"k8smaster": "192.168.56.107", "k8sworker1": "192.168.56.123", "k8sworker2": "192.168.56.124", "k8sworker3": "192.168.56.125"}
@@ -39,7 +39,8 @@ def test_network_has_a_dns_entry_per_node(dev):
 
 def test_one_shared_base_volume_and_a_root_volume_and_seed_per_node(dev):
     volumes = dev.of_type(VOLUME)
-    bases = [v for v in volumes if "baseVolumeId" not in v.inputs]
+    seeds = [v for v in volumes if v.inputs["name"].endswith("-cloudinit.iso")]
+    bases = [v for v in volumes if "baseVolumeId" not in v.inputs and v not in seeds]
     roots = [v for v in volumes if "baseVolumeId" in v.inputs]
     assert len(bases) == 1 and bases[0].inputs["source"].endswith("noble-server-cloudimg-amd64.img")
     base_id = f"{bases[0].name}-id"
@@ -47,7 +48,10 @@ def test_one_shared_base_volume_and_a_root_volume_and_seed_per_node(dev):
     for root in roots:
         assert root.inputs["baseVolumeId"] == base_id, root.urn
         assert root.inputs["size"] == 20 * 1024**3, root.urn
-    assert sorted(c.inputs["name"] for c in dev.of_type(CLOUDINIT)) == sorted(f"dev-{n}-cloudinit.iso" for n in DEV_SIZING)
+    assert sorted(c.inputs["name"] for c in seeds) == sorted(f"dev-{n}-cloudinit.iso" for n in DEV_SIZING)
+    for seed in seeds:
+        # Its content is fixed at first boot: a changed seed must not replace the VM.
+        assert seed.inputs["format"] == "iso" and seed.ignore_changes == ["source"], seed.urn
 
 
 def test_each_domain_interface_has_the_fixed_ip_and_waits_for_its_lease(dev):
@@ -60,16 +64,6 @@ def test_each_domain_interface_has_the_fixed_ip_and_waits_for_its_lease(dev):
         assert nic["mac"].startswith("52:54:00:"), domain.urn
         seen[nic["hostname"]] = nic["addresses"]
     assert seen == {name: [ip] for name, ip in DEV_IPS.items()}
-
-
-def test_pool_uploads_go_one_at_a_time_in_node_order(dev):
-    # Concurrent uploads into one pool can deadlock the provider: base image, then each seed.
-    (base,) = [v for v in dev.of_type(VOLUME) if "baseVolumeId" not in v.inputs]
-    previous = base.urn
-    for name in DEV_SIZING:
-        seed = dev.by_name(f"k8s-{name}-node-cloudinit")
-        assert previous in seed.dependencies, (seed.urn, seed.dependencies)
-        previous = seed.urn
 
 
 def test_boot_timeout_is_configurable(ssh_keys):
@@ -89,19 +83,23 @@ def test_domains_have_a_serial_console_and_their_own_disk_and_seed(dev):
     for domain in dev.of_type(DOMAIN):
         assert domain.inputs["consoles"] == [{"type": "pty", "targetType": "serial", "targetPort": "0"}], domain.urn
         node = domain.inputs["name"].removeprefix("dev-")
-        assert domain.inputs["disks"] == [{"volumeId": f"k8s-{node}-node-root-id"}], domain.urn
-        assert domain.inputs["cloudinit"] == f"k8s-{node}-node-cloudinit-id", domain.urn
+        assert domain.inputs["disks"] == [{"volumeId": f"k8s-{node}-node-root-id"}, {"volumeId": f"k8s-{node}-node-cloudinit-id"}]
+        assert "cloudinit" not in domain.inputs, domain.urn
 
 
 def test_user_data_is_cloud_config_with_key_hostname_and_guest_agent(dev, ssh_keys):
     public_key = ssh_keys[1].read_text().strip()
-    seeds = dev.of_type(CLOUDINIT)
+    seeds = [v for v in dev.of_type(VOLUME) if v.inputs["name"].endswith("-cloudinit.iso")]
     assert len(seeds) == 4
     for seed in seeds:
-        text = seed.inputs["userData"]
+        # What the VM gets: the ISO image the provider uploads, read back with its label.
+        label, files = read_seed_image(seed.inputs["source"])
+        node = seed.inputs["name"].removeprefix("dev-").removesuffix("-cloudinit.iso")
+        assert label == "cidata" and set(files) == {"user-data", "meta-data"}, seed.urn
+        assert yaml.safe_load(files["meta-data"]) == {"instance-id": f"dev-{node}", "local-hostname": node}, seed.urn
+        text = files["user-data"]
         assert text.startswith("#cloud-config\n"), seed.urn
         document = yaml.safe_load(text)
-        node = seed.inputs["name"].removeprefix("dev-").removesuffix("-cloudinit.iso")
         assert document["hostname"] == node, seed.urn
         (user,) = document["users"]
         assert user["name"] == "kube" and user["ssh_authorized_keys"] == [public_key], seed.urn
@@ -127,7 +125,7 @@ def test_every_child_is_parented_to_its_component(dev):
     by_urn = {r.urn: r for r in dev.registrations}
     expected_parent_type = {
         DOMAIN: "kvm:infra:Node",
-        CLOUDINIT: "kvm:infra:Node",
+        VOLUME: ("kvm:infra:Node", "kvm:kubeadm:Cluster"),
         NETWORK: "kvm:infra:Network",
         "kvm:infra:Node": ("kvm:kubeadm:ControlPlane", "kvm:kubeadm:Worker"),
         "kvm:kubeadm:Worker": "kvm:kubeadm:Cluster",
@@ -144,7 +142,7 @@ def test_every_child_is_parented_to_its_component(dev):
         assert parent.type in ((wanted,) if isinstance(wanted, str) else wanted), resource.urn
         assert resource.name.startswith(parent.name), f"{resource.urn}: name not derived from {parent.name}"
         checked += 1
-    assert checked == 4 + 4 + 1 + 4 + 3 + 1 + 1
+    assert checked == 4 + 9 + 1 + 4 + 3 + 1 + 1
 
 
 def test_root_volume_depends_on_the_base_and_domain_on_the_network(dev):
