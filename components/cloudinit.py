@@ -45,14 +45,16 @@ def write_seed_image(settings: Settings, node: NodeSpec) -> Path:
     """Write the node's NoCloud seed (user-data, meta-data) as an ISO 9660 image under
     the stack's work dir and return its path; the libvirt provider uploads it."""
     documents = {"user-data": user_data(settings, node), "meta-data": meta_data(settings, node)}
-    image = pycdlib.PyCdlib()
-    image.new(joliet=3, rock_ridge="1.09", vol_ident=SEED_LABEL)
-    for name, text in documents.items():
-        data = text.encode()
-        iso_name = name.replace("-", "").upper()  # plain ISO 9660 names allow no '-'
-        image.add_fp(io.BytesIO(data), len(data), f"/{iso_name}.;1", rr_name=name, joliet_path=f"/{name}")
     path = settings.work_dir / "cloud-init" / f"{node.name}.iso"
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.write(str(path))
-    image.close()
+    image = pycdlib.PyCdlib()
+    image.new(joliet=3, rock_ridge="1.09", vol_ident=SEED_LABEL)
+    try:
+        for name, text in documents.items():
+            data = text.encode()
+            iso_name = name.replace("-", "").upper()  # plain ISO 9660 names allow no '-'
+            image.add_fp(io.BytesIO(data), len(data), f"/{iso_name}.;1", rr_name=name, joliet_path=f"/{name}")
+        image.write(str(path))
+    finally:
+        image.close()
     return path

@@ -12,6 +12,14 @@ DEV_SIZING = {"k8smaster": (2, 4096), "k8sworker1": (2, 2048), "k8sworker2": (2,
 DEV_IPS = {"k8smaster": "192.168.56.107", "k8sworker1": "192.168.56.123", "k8sworker2": "192.168.56.124", "k8sworker3": "192.168.56.125"}
 
 
+def volumes_by_role(run) -> tuple[list, list, list]:
+    """(base images, root volumes, cloud-init seeds) among the registered volumes."""
+    volumes = run.of_type(VOLUME)
+    seeds = [v for v in volumes if v.inputs["name"].endswith("-cloudinit.iso")]
+    roots = [v for v in volumes if "baseVolumeId" in v.inputs]
+    return [v for v in volumes if v not in seeds and v not in roots], roots, seeds
+
+
 @pytest.fixture(scope="module")
 def dev(ssh_keys):
     run = run_program(with_keys(load_stack_config("dev"), ssh_keys))
@@ -38,10 +46,7 @@ def test_network_has_a_dns_entry_per_node(dev):
 
 
 def test_one_shared_base_volume_and_a_root_volume_and_seed_per_node(dev):
-    volumes = dev.of_type(VOLUME)
-    seeds = [v for v in volumes if v.inputs["name"].endswith("-cloudinit.iso")]
-    bases = [v for v in volumes if "baseVolumeId" not in v.inputs and v not in seeds]
-    roots = [v for v in volumes if "baseVolumeId" in v.inputs]
+    bases, roots, seeds = volumes_by_role(dev)
     assert len(bases) == 1 and bases[0].inputs["source"].endswith("noble-server-cloudimg-amd64.img")
     base_id = f"{bases[0].name}-id"
     assert sorted(v.inputs["name"] for v in roots) == sorted(f"dev-{n}-root.qcow2" for n in DEV_SIZING)
@@ -91,7 +96,7 @@ def test_domains_have_a_serial_console_and_their_own_disk_and_seed(dev):
 
 def test_user_data_is_cloud_config_with_key_hostname_and_guest_agent(dev, ssh_keys):
     public_key = ssh_keys[1].read_text().strip()
-    seeds = [v for v in dev.of_type(VOLUME) if v.inputs["name"].endswith("-cloudinit.iso")]
+    seeds = volumes_by_role(dev)[2]
     assert len(seeds) == 4
     for seed in seeds:
         # What the VM gets: the ISO image the provider uploads, read back with its label.
@@ -148,7 +153,7 @@ def test_every_child_is_parented_to_its_component(dev):
 
 
 def test_root_volume_depends_on_the_base_and_domain_on_the_network(dev):
-    base = next(v for v in dev.of_type(VOLUME) if "baseVolumeId" not in v.inputs)
+    (base,) = volumes_by_role(dev)[0]
     (network,) = dev.of_type(NETWORK)
     for domain in dev.of_type(DOMAIN):
         assert network.urn in domain.all_dependencies, domain.urn
