@@ -9,7 +9,8 @@ settings = config.load()
 cluster = Cluster("k8s", settings)
 
 pulumi.export("nodes", {node.name: str(node.ip) for node in settings.nodes})
-pulumi.export("masterIp", cluster.control_plane.node.ip)
+pulumi.export("controlPlaneIp", cluster.leader.node.ip)
+pulumi.export("masterIp", cluster.leader.node.ip)  # the tutorial's name, kept as an alias
 pulumi.export("workerIps", [worker.node.ip for worker in cluster.workers])
 if cluster.kubeconfig is not None:
     pulumi.export("kubeconfig", cluster.kubeconfig)

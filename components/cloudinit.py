@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import pycdlib
 import yaml
 
-from .config import NodeSpec, Settings
-
 SEED_LABEL = "cidata"  # the volume label cloud-init's NoCloud datasource looks for
 
 
-def user_data(settings: Settings, node: NodeSpec) -> str:
+@dataclass(frozen=True)
+class Seed:
+    """What a node's first boot sets up."""
+
+    hostname: str
+    """Hostname (and Kubernetes node name)."""
+    domain: str
+    """DNS domain of the node network, for the FQDN."""
+    instance_id: str
+    """cloud-init instance id: unique per stack and node."""
+    ssh_user: str
+    """Login user, with passwordless sudo."""
+    ssh_public_key: str
+    """The user's authorised key."""
+
+
+def user_data(seed: Seed) -> str:
     """#cloud-config: hostname, the SSH user with its key and sudo, qemu-guest-agent."""
     document = {
-        "hostname": node.name,
-        "fqdn": f"{node.name}.{settings.network.domain}",
+        "hostname": seed.hostname,
+        "fqdn": f"{seed.hostname}.{seed.domain}",
         "prefer_fqdn_over_hostname": False,
         # The OS-prep stage owns /etc/hosts (the node's name maps to its fixed address).
         "manage_etc_hosts": False,
         "users": [
             {
-                "name": settings.ssh.user,
+                "name": seed.ssh_user,
                 "shell": "/bin/bash",
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "lock_passwd": True,
-                "ssh_authorized_keys": [settings.ssh.public_key],
+                "ssh_authorized_keys": [seed.ssh_public_key],
             }
         ],
         "ssh_pwauth": False,
@@ -37,15 +52,15 @@ def user_data(settings: Settings, node: NodeSpec) -> str:
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
 
 
-def meta_data(settings: Settings, node: NodeSpec) -> str:
-    return yaml.safe_dump({"instance-id": settings.libvirt_name(node.name), "local-hostname": node.name}, sort_keys=False)
+def meta_data(seed: Seed) -> str:
+    return yaml.safe_dump({"instance-id": seed.instance_id, "local-hostname": seed.hostname}, sort_keys=False)
 
 
-def write_seed_image(settings: Settings, node: NodeSpec) -> Path:
-    """Write the node's NoCloud seed (user-data, meta-data) as an ISO 9660 image under
-    the stack's work dir and return its path; the libvirt provider uploads it."""
-    documents = {"user-data": user_data(settings, node), "meta-data": meta_data(settings, node)}
-    path = settings.work_dir / "cloud-init" / f"{node.name}.iso"
+def write_seed_image(seed: Seed, directory: Path) -> Path:
+    """Write the node's NoCloud seed (user-data, meta-data) as an ISO 9660 image in
+    `directory` and return its path; the libvirt provider uploads it."""
+    documents = {"user-data": user_data(seed), "meta-data": meta_data(seed)}
+    path = directory / f"{seed.hostname}.iso"
     path.parent.mkdir(parents=True, exist_ok=True)
     image = pycdlib.PyCdlib()
     image.new(joliet=3, rock_ridge="1.09", vol_ident=SEED_LABEL)

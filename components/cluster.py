@@ -6,11 +6,12 @@ import pulumi
 import pulumi_libvirt as libvirt
 from pulumi_command import remote
 
-from . import kubeadm
-from .config import Settings
-from .control_plane import ADMIN_KUBECONFIG, ControlPlane
-from .network import Network
-from .stage import stage_command
+from . import kubeadm, procedure
+from .config import Settings, libvirt_name
+from .control_plane import ControlPlane
+from .network import Network, NetworkArgs
+from .node import NodeArgs, ResizeOptIn, VmPlatform
+from .stage import Host, StageContext, run_stages
 from .worker import Worker
 
 
@@ -23,14 +24,14 @@ class Cluster(pulumi.ComponentResource):
     """The NAT network."""
     base_volume: libvirt.Volume
     """Base OS image, shared by every node's root volume."""
-    control_plane: ControlPlane
-    """The control-plane node."""
+    control_planes: list[ControlPlane]
+    """The control-plane nodes; the first, the leader, runs kubeadm init."""
     workers: list[Worker]
     """The worker nodes, in config order."""
-    ready: remote.Command | None
-    """Every node Ready and /readyz ok (None in an os-prep-only stack)."""
+    stages: dict[str, remote.Command]
+    """The cluster-wide stages (procedure.CLUSTER), run on the leader."""
     kubeconfig: pulumi.Output[str] | None
-    """Admin kubeconfig (secret)."""
+    """Admin kubeconfig (secret; None in an os-prep-only stack)."""
     join_command: pulumi.Output[str] | None
     """The procedure's `kubeadm join …` line (secret)."""
 
@@ -40,46 +41,72 @@ class Cluster(pulumi.ComponentResource):
         # children inherit it through `providers`.
         self.provider = libvirt.Provider(f"{name}-libvirt", uri=settings.libvirt.uri, opts=pulumi.ResourceOptions(parent=self))
         child = pulumi.ResourceOptions(parent=self, providers=[self.provider])
-        self.network = Network(f"{name}-network", settings, opts=child)
+        self.network = Network(
+            f"{name}-network",
+            NetworkArgs(
+                libvirt_name=libvirt_name(settings.stack, settings.network.name),
+                subnet=settings.network.subnet,
+                domain=settings.network.domain,
+                hosts={node.name: str(node.ip) for node in settings.nodes},
+                mac_seed=settings.stack,
+            ),
+            opts=child,
+        )
         self.base_volume = libvirt.Volume(
             f"{name}-base",
-            name=settings.libvirt_name("base.qcow2"),
+            name=libvirt_name(settings.stack, "base.qcow2"),
             pool=settings.libvirt.pool,
             source=settings.image.source,
             format="qcow2",
             opts=child,
         )
-        self.control_plane = ControlPlane(f"{name}-{settings.control_plane.name}", settings, self.network, self.base_volume, opts=child)
+        platform = VmPlatform(
+            stack=settings.stack,
+            pool=settings.libvirt.pool,
+            base_volume=self.base_volume,
+            image=settings.image,
+            network=self.network,
+            dns_domain=settings.network.domain,
+            ssh=settings.ssh,
+            seed_dir=settings.work_dir / "cloud-init",
+            boot_timeout_seconds=settings.libvirt.boot_timeout_seconds,
+        )
+        spec = settings.control_plane
+        leader = ControlPlane(
+            f"{name}-{spec.name}", settings,
+            NodeArgs(spec, platform, ResizeOptIn(settings.allow_control_plane_replace, f"{settings.project}:controlPlane")),
+            opts=child,
+        )
+        self.control_planes = [leader]
         self.workers = [
-            Worker(f"{name}-{spec.name}", settings, spec, self.network, self.base_volume, self.control_plane, opts=child)
+            Worker(f"{name}-{spec.name}", settings, NodeArgs(spec, platform), leader.ticket, opts=child)
             for spec in settings.workers
         ]
-        self.ready = self.kubeconfig = self.join_command = None
-        if settings.stages == "kubernetes":
-            self._ready_check(name, settings)
+        provided: dict[str, list[pulumi.Resource]] = {
+            procedure.WORKERS: [w.stages[stage] for w in self.workers for stage in ("join", "ready") if stage in w.stages],
+        }
+        if leader.ticket is not None:
+            provided[procedure.POD_NETWORK] = [leader.ticket.pod_network]
+        context = StageContext(settings, spec, Host(leader.node.name, leader.node.connection), leader.node.root_volume.id)
+        self.stages = run_stages(procedure.CLUSTER, name, context, provided, parent=self)
+
+        self.kubeconfig = self.join_command = None
+        if leader.ticket is not None:
+            ticket = leader.ticket
+            self.kubeconfig = leader.kubeconfig
+            self.join_command = pulumi.Output.secret(
+                pulumi.Output.all(ticket.token, ticket.ca_hash).apply(lambda args: kubeadm.join_command(ticket.endpoint, *args))
+            )
         self.register_outputs(
             {
-                "master_ip": self.control_plane.node.ip,
+                "control_plane_ip": leader.node.ip,
                 "worker_ips": [worker.node.ip for worker in self.workers],
                 "kubeconfig": self.kubeconfig,
                 "join_command": self.join_command,
             }
         )
 
-    def _ready_check(self, name: str, settings: Settings) -> None:
-        master = self.control_plane
-        self.kubeconfig = master.kubeconfig
-        self.join_command = pulumi.Output.secret(
-            pulumi.Output.all(master.token, master.ca_hash).apply(lambda args: kubeadm.join_command(settings, *args))
-        )
-        self.ready = stage_command(
-            f"{name}-ready", "ready", master.node.name, master.node.connection,
-            parent=self,
-            depends_on=[master.cni, *(w.join for w in self.workers), *(w.ready for w in self.workers)],
-            params={
-                "WAIT_FOR_NODES": [node.name for node in settings.nodes],
-                "KUBECONFIG_PATH": ADMIN_KUBECONFIG,
-                "CHECK_READYZ": True,
-                "TIMEOUT_SECONDS": settings.kubernetes.ready_timeout_seconds,
-            },
-        )
+    @property
+    def leader(self) -> ControlPlane:
+        """The control plane that bootstrapped the cluster."""
+        return self.control_planes[0]

@@ -39,8 +39,8 @@ def _node_registration(node: NodeSpec) -> dict[str, Any]:
 
 def init_documents(settings: Settings) -> list[dict[str, Any]]:
     """InitConfiguration (without bootstrap tokens), ClusterConfiguration and KubeletConfiguration."""
-    master = settings.control_plane
-    registration = _node_registration(master)
+    control_plane = settings.control_plane
+    registration = _node_registration(control_plane)
     if settings.control_plane_schedulable:
         registration["taints"] = []  # an empty list removes the control-plane taint
     cluster: dict[str, Any] = {
@@ -60,7 +60,7 @@ def init_documents(settings: Settings) -> list[dict[str, Any]]:
         {
             "apiVersion": KUBEADM_API,
             "kind": "InitConfiguration",
-            "localAPIEndpoint": {"advertiseAddress": str(master.ip), "bindPort": API_SERVER_PORT},
+            "localAPIEndpoint": {"advertiseAddress": str(control_plane.ip), "bindPort": API_SERVER_PORT},
             "nodeRegistration": registration,
         },
         cluster,
@@ -94,7 +94,7 @@ def init_config(settings: Settings, token: str) -> str:
     return dump_all(documents)
 
 
-def join_config(settings: Settings, node: NodeSpec, token: str, ca_hash: str) -> str:
+def join_config(endpoint: str, node: NodeSpec, token: str, ca_hash: str) -> str:
     """The JoinConfiguration of a worker (secret: token and CA hash)."""
     return dump_all(
         [
@@ -103,7 +103,7 @@ def join_config(settings: Settings, node: NodeSpec, token: str, ca_hash: str) ->
                 "kind": "JoinConfiguration",
                 "discovery": {
                     "bootstrapToken": {
-                        "apiServerEndpoint": api_endpoint(settings),
+                        "apiServerEndpoint": endpoint,
                         "token": token,
                         "caCertHashes": [ca_hash],
                     }
@@ -114,9 +114,9 @@ def join_config(settings: Settings, node: NodeSpec, token: str, ca_hash: str) ->
     )
 
 
-def join_command(settings: Settings, token: str, ca_hash: str) -> str:
+def join_command(endpoint: str, token: str, ca_hash: str) -> str:
     """The procedure's join line, for people; the stages use join_config."""
-    return f"kubeadm join {api_endpoint(settings)} --token {token} --discovery-token-ca-cert-hash {ca_hash}"
+    return f"kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_hash}"
 
 
 def flannel_net_conf(settings: Settings) -> dict[str, Any]:

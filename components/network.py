@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_libvirt as libvirt
-
-from .config import NodeSpec, Settings
 
 
 @dataclass(frozen=True)
@@ -18,6 +17,22 @@ class Lease:
     mac: str
     ip: str
     hostname: str
+
+
+@dataclass(frozen=True)
+class NetworkArgs:
+    """What the network needs: its libvirt name, subnet, DNS domain and the nodes on it."""
+
+    libvirt_name: str
+    """libvirt network name (already prefixed with the stack)."""
+    subnet: ipaddress.IPv4Network
+    """Node subnet (NAT)."""
+    domain: str
+    """DNS domain served by the network's dnsmasq."""
+    hosts: dict[str, str]
+    """DNS host entries: node name -> fixed address."""
+    mac_seed: str
+    """Makes node MACs unique per stack (the stack name)."""
 
 
 class Network(pulumi.ComponentResource):
@@ -34,30 +49,29 @@ class Network(pulumi.ComponentResource):
     network_id: pulumi.Output[str]
     """libvirt network UUID, for domain interfaces."""
 
-    def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kvm:infra:Network", name, None, opts)
-        self._stack = settings.stack
-        net = settings.network
+        self._mac_seed = args.mac_seed
         self.network = libvirt.Network(
             f"{name}-net",
-            name=net.name,
+            name=args.libvirt_name,
             mode="nat",
-            domain=net.domain,
-            addresses=[str(net.subnet)],
+            domain=args.domain,
+            addresses=[str(args.subnet)],
             autostart=True,
             dhcp=libvirt.NetworkDhcpArgs(enabled=True),
             dns=libvirt.NetworkDnsArgs(
                 enabled=True,
                 local_only=True,
-                hosts=[libvirt.NetworkDnsHostArgs(hostname=node.name, ip=str(node.ip)) for node in settings.nodes],
+                hosts=[libvirt.NetworkDnsHostArgs(hostname=host, ip=ip) for host, ip in args.hosts.items()],
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.network_id = self.network.id
-        self.register_outputs({"network_id": self.network_id, "name": net.name})
+        self.register_outputs({"network_id": self.network_id, "name": args.libvirt_name})
 
-    def lease(self, node: NodeSpec) -> Lease:
+    def lease(self, hostname: str, ip: str) -> Lease:
         """Stable per stack and node: a locally administered QEMU MAC derived from both names."""
-        digest = hashlib.sha256(f"{self._stack}/{node.name}".encode()).digest()
+        digest = hashlib.sha256(f"{self._mac_seed}/{hostname}".encode()).digest()
         mac = "52:54:00:" + ":".join(f"{byte:02x}" for byte in digest[:3])
-        return Lease(mac=mac, ip=str(node.ip), hostname=node.name)
+        return Lease(mac=mac, ip=ip, hostname=hostname)

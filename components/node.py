@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
 import pulumi
 import pulumi_libvirt as libvirt
@@ -11,7 +14,7 @@ from pulumi_command import remote
 from providers.sizing_guard import SizingGuard
 
 from . import cloudinit
-from .config import NodeSpec, Settings
+from .config import Image, NodeSpec, SshLogin, libvirt_name
 from .network import Network
 
 GIB = 1024**3
@@ -39,6 +42,52 @@ def kernel_cmdline(cmdline: str) -> list[dict[str, str]]:
     return maps + ([{"_": " ".join(flags)}] if flags else [])
 
 
+@dataclass(frozen=True)
+class VmPlatform:
+    """What every node VM of one cluster shares."""
+
+    stack: str
+    """Prefix of every libvirt object name, so that stacks never collide on a host."""
+    pool: str
+    """Storage pool of the volumes."""
+    base_volume: libvirt.Volume
+    """Base OS image under each copy-on-write root disk."""
+    image: Image
+    """Boot options of the base image (direct kernel boot or not)."""
+    network: Network
+    """The node network, which hands out the fixed addresses."""
+    dns_domain: str
+    """DNS domain of the node network."""
+    ssh: SshLogin
+    """Login created by cloud-init and used by every stage."""
+    seed_dir: Path
+    """Where the cloud-init seed images are written before upload."""
+    boot_timeout_seconds: int
+    """How long creating a VM waits for its DHCP lease."""
+
+
+@dataclass(frozen=True)
+class ResizeOptIn:
+    """A resize replaces the VM; for this node only with the user's opt-in."""
+
+    allowed: bool
+    """The user's opt-in."""
+    config_prefix: str
+    """The config keys that size the node, named in the refusal."""
+
+
+@dataclass(frozen=True)
+class NodeArgs:
+    """One VM: its name, address and sizing, on the cluster's platform."""
+
+    spec: NodeSpec
+    """Name, fixed address, vCPUs, memory and disk."""
+    platform: VmPlatform
+    """What it shares with the other nodes."""
+    resize_opt_in: Optional[ResizeOptIn] = None
+    """Set when a resize must be asked for explicitly (the control plane)."""
+
+
 class Node(pulumi.ComponentResource):
     """A cluster VM at its fixed address; later stages reach it through `connection`."""
 
@@ -53,63 +102,62 @@ class Node(pulumi.ComponentResource):
     domain: libvirt.Domain
     """The libvirt domain."""
 
-    def __init__(
-        self,
-        name: str,
-        settings: Settings,
-        spec: NodeSpec,
-        network: Network,
-        base_volume: libvirt.Volume,
-        guard_sizing: bool = False,
-        opts: pulumi.ResourceOptions | None = None,
-    ):
+    def __init__(self, name: str, args: NodeArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kvm:infra:Node", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        spec, platform = args.spec, args.platform
         self.name = spec.name
         self.ip = str(spec.ip)
 
         self.root_volume = libvirt.Volume(
             f"{name}-root",
-            name=settings.libvirt_name(f"{spec.name}-root.qcow2"),
-            pool=settings.libvirt.pool,
-            base_volume_id=base_volume.id,
+            name=libvirt_name(platform.stack, f"{spec.name}-root.qcow2"),
+            pool=platform.pool,
+            base_volume_id=platform.base_volume.id,
             format="qcow2",
             size=spec.disk_gib * GIB,
             opts=child,
         )
+        seed = cloudinit.Seed(
+            hostname=spec.name,
+            domain=platform.dns_domain,
+            instance_id=libvirt_name(platform.stack, spec.name),
+            ssh_user=platform.ssh.user,
+            ssh_public_key=platform.ssh.public_key,
+        )
         # A plain volume, not a libvirt.CloudInitDisk: reading one of those back downloads
         # it, and a download can hang or truncate when others run (go-libvirt streams).
-        seed = libvirt.Volume(
+        seed_volume = libvirt.Volume(
             f"{name}-cloudinit",
-            name=settings.libvirt_name(f"{spec.name}-cloudinit.iso"),
-            pool=settings.libvirt.pool,
-            source=str(cloudinit.write_seed_image(settings, spec)),
+            name=libvirt_name(platform.stack, f"{spec.name}-cloudinit.iso"),
+            pool=platform.pool,
+            source=str(cloudinit.write_seed_image(seed, platform.seed_dir)),
             format="iso",  # what libvirt's pool probe reads back, so a second `up` sees no change
             # cloud-init acts on first boot only; a new seed would replace the VM for nothing.
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["source"]),
         )
-        lease = network.lease(spec)
-        image = settings.image
-        # A new size replaces the domain; for the control plane that needs the user's opt-in.
+        lease = platform.network.lease(spec.name, self.ip)
+        image = platform.image
+        # A new size replaces the domain; for some nodes that needs the user's opt-in.
         guard = [
             SizingGuard(
                 f"{name}-sizing", spec.name, spec.vcpu, spec.memory_mib,
-                allow_replace=settings.allow_control_plane_replace,
-                config_prefix=f"{settings.project}:controlPlane",
+                allow_replace=args.resize_opt_in.allowed,
+                config_prefix=args.resize_opt_in.config_prefix,
                 opts=child,
             )
-        ] if guard_sizing else []
+        ] if args.resize_opt_in else []
         self.domain = libvirt.Domain(
             f"{name}-domain",
-            name=settings.libvirt_name(spec.name),
+            name=libvirt_name(platform.stack, spec.name),
             vcpu=spec.vcpu,
             memory=spec.memory_mib,
             autostart=True,
             # cloud-init finds the seed on the second disk by its label.
-            disks=[libvirt.DomainDiskArgs(volume_id=self.root_volume.id), libvirt.DomainDiskArgs(volume_id=seed.id)],
+            disks=[libvirt.DomainDiskArgs(volume_id=self.root_volume.id), libvirt.DomainDiskArgs(volume_id=seed_volume.id)],
             network_interfaces=[
                 libvirt.DomainNetworkInterfaceArgs(
-                    network_id=network.network_id,
+                    network_id=platform.network.network_id,
                     mac=lease.mac,
                     addresses=[lease.ip],
                     hostname=lease.hostname,
@@ -126,13 +174,13 @@ class Node(pulumi.ComponentResource):
                 delete_before_replace=True,
                 depends_on=guard,
                 # Creating the domain waits for its DHCP lease, thus for most of the boot.
-                custom_timeouts=pulumi.CustomTimeouts(create=f"{settings.libvirt.boot_timeout_seconds}s"),
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{platform.boot_timeout_seconds}s"),
             ),
         )
         self.connection = remote.ConnectionArgs(
             host=self.ip,
-            user=settings.ssh.user,
-            private_key=pulumi.Output.secret(settings.ssh.private_key),
+            user=platform.ssh.user,
+            private_key=pulumi.Output.secret(platform.ssh.private_key),
             dial_error_limit=SSH_DIAL_ERROR_LIMIT,
             per_dial_timeout=SSH_PER_DIAL_TIMEOUT_SECONDS,
         )

@@ -1,53 +1,145 @@
-"""One remote stage = one pulumi-command remote.Command running one rendered script as root."""
+"""A stage: one script of the procedure, run as root on a node as a remote Command.
+
+`procedure.py` declares each role's stages in order; `run_stages` turns such a
+list into pulumi-command remote Commands for one node, wiring up what each
+stage waits for.
+"""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 import pulumi
 from pulumi_command import remote
 
+from .config import NodeSpec, Settings
 from .scripts import Value, as_root, render
 
+if TYPE_CHECKING:
+    from providers.bootstrap_token import BootstrapToken
 
-def stage_command(
-    resource_name: str,
-    stage: Optional[str],
-    host_name: str,
-    connection: remote.ConnectionArgs,
-    *,
+    from .join_ticket import JoinTicket
+
+# How far a stack goes (config key `stages`), in order: a stage runs when its
+# scope is the stack's or comes before it.
+SCOPES = ("os-prep", "kubernetes")
+
+
+def in_scope(scope: str, stack_scope: str) -> bool:
+    return SCOPES.index(scope) <= SCOPES.index(stack_scope)
+
+
+@dataclass(frozen=True)
+class Host:
+    """Where a stage runs: the node's name (for its log lines) and its SSH connection."""
+
+    name: str
+    connection: remote.ConnectionArgs
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a node's stage parameters and stdin are computed from."""
+
+    settings: Settings
+    node: NodeSpec
+    """The node the stages are for."""
+    host: Host
+    """That node's SSH access."""
+    root_disk: pulumi.Input[str]
+    """The node's root volume id: a new disk is a new OS."""
+    bootstrap_token: Optional["BootstrapToken"] = None
+    """On the control plane that bootstraps the cluster."""
+    ticket: Optional["JoinTicket"] = None
+    """On a node that joins the cluster."""
+
+
+def _no_params(_: StageContext) -> dict[str, Value]:
+    return {}
+
+
+def _nothing(_: StageContext) -> list[pulumi.Input]:
+    return []
+
+
+@dataclass(frozen=True)
+class Undo:
+    """The script that undoes a stage when its resource is deleted."""
+
+    script: str
+    params: Callable[[StageContext], dict[str, Value]] = _no_params
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a role's procedure: scripts/<name>.sh, run as root on a node."""
+
+    name: str
+    """The script and the resource name's suffix."""
+    after: tuple[str, ...]
+    """What it waits for: earlier stages of the role by name, or what the role provides."""
+    params: Callable[[StageContext], dict[str, Value]] = _no_params
+    """The script's parameters (never secrets)."""
+    stdin: Optional[Callable[[StageContext], pulumi.Input[str]]] = None
+    """Secret input (token, CA hash): kept secret, never on a command line."""
+    scope: str = "kubernetes"
+    """The first scope (see SCOPES) that includes this stage."""
+    creates: bool = True
+    """False for a resource that only acts when it is deleted (see `undo`)."""
+    undo: Optional[Undo] = None
+    """What deleting it runs."""
+    on_control_plane: bool = False
+    """Run on the control plane that admits the node, with the admin kubeconfig."""
+    reruns_on: Callable[[StageContext], list[pulumi.Input]] = _nothing
+    """Values whose change runs the stage again."""
+    keeps_stdin: bool = False
+    """A changed stdin (a refreshed token) does not run it again."""
+    secret_stdout: bool = False
+    """Its stdout is a secret: kept secret in state and never logged."""
+    skipped_on_cluster_destroy: bool = False
+    """Its undo is pointless when the whole cluster goes (deleted with the leader's VM)."""
+
+
+def run_stages(
+    stages: Sequence[Stage],
+    prefix: str,
+    context: StageContext,
+    provided: Mapping[str, Sequence[pulumi.Resource]],
     parent: pulumi.Resource,
-    depends_on: Sequence[pulumi.Resource],
-    params: Optional[dict[str, Value]] = None,
-    stdin: Optional[pulumi.Input[str]] = None,
-    secret_stdout: bool = False,
-    delete_stage: Optional[tuple[str, dict[str, Value]]] = None,
-    triggers: Optional[Sequence[pulumi.Input]] = None,
-    ignore_changes: Optional[list[str]] = None,
-    deleted_with: Optional[pulumi.Resource] = None,
-) -> remote.Command:
-    """Run scripts/<stage>.sh on `host_name`; stdin (always secret) carries any secret it needs.
-
-    `stage` may be None for a resource that only acts when it is deleted.
-    With `secret_stdout`, stdout is secret in state and the command's output is not logged.
-    `delete_stage` names the script that undoes the stage when the resource is deleted.
-    """
-    return remote.Command(
-        resource_name,
-        connection=connection,
-        create=as_root(render(stage, host_name, params)) if stage else None,
-        delete=as_root(render(delete_stage[0], host_name, delete_stage[1])) if delete_stage else None,
-        stdin=pulumi.Output.secret(stdin) if stdin is not None else None,
-        triggers=triggers,
-        logging=remote.Logging.NONE if secret_stdout else remote.Logging.STDOUT_AND_STDERR,
-        # Previous outputs would travel as SSH environment, which sshd refuses and which may be secret.
-        add_previous_output_in_env=False,
-        opts=pulumi.ResourceOptions(
-            parent=parent,
-            depends_on=list(depends_on),
-            additional_secret_outputs=["stdout", "stderr"] if secret_stdout else None,
-            ignore_changes=ignore_changes,
-            deleted_with=deleted_with,
-            delete_before_replace=True,
-        ),
-    )
+) -> dict[str, remote.Command]:
+    """The Commands of `stages` in the stack's scope, by stage name. `provided` maps the
+    names a stage may wait for, besides earlier stages, to resources."""
+    done: dict[str, remote.Command] = {}
+    for stage in stages:
+        if not in_scope(stage.scope, context.settings.scope):
+            continue
+        waits_for: list[pulumi.Resource] = []
+        for name in stage.after:
+            if name in done:
+                waits_for.append(done[name])
+            elif name in provided:
+                waits_for.extend(provided[name])
+            else:
+                raise ValueError(f"stage {stage.name} waits for {name!r}: no earlier stage or provided resource")
+        host = context.ticket.admin if stage.on_control_plane else context.host
+        done[stage.name] = remote.Command(
+            f"{prefix}-{stage.name}",
+            connection=host.connection,
+            create=as_root(render(stage.name, host.name, stage.params(context))) if stage.creates else None,
+            delete=as_root(render(stage.undo.script, host.name, stage.undo.params(context))) if stage.undo else None,
+            stdin=pulumi.Output.secret(stage.stdin(context)) if stage.stdin else None,
+            triggers=stage.reruns_on(context) or None,
+            logging=remote.Logging.NONE if stage.secret_stdout else remote.Logging.STDOUT_AND_STDERR,
+            # Previous outputs would travel as SSH environment, which sshd refuses and which may be secret.
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(
+                parent=parent,
+                depends_on=waits_for,
+                additional_secret_outputs=["stdout", "stderr"] if stage.secret_stdout else None,
+                ignore_changes=["stdin"] if stage.keeps_stdin else None,
+                deleted_with=context.ticket.lifeline if stage.skipped_on_cluster_destroy else None,
+                delete_before_replace=True,
+            ),
+        )
+    return done

@@ -9,6 +9,7 @@ so runs never share Pulumi's global state.
 from __future__ import annotations
 
 import contextvars
+import importlib
 import io
 import json
 import re
@@ -19,16 +20,36 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from importlib.metadata import version
 from typing import Any, Optional
 
 import pulumi
 import pycdlib
 import yaml
 from google.protobuf import json_format
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime.sync_await import _sync_await
-from pulumi.runtime.settings import get_root_resource
-from pulumi.runtime.stack import run_pulumi_func
+
+
+def sdk_internal(module: str, name: str) -> Any:
+    """A private name of the Pulumi SDK; this module is the only user of such names."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(
+            f"tests/program.py relies on the Pulumi SDK's private {module}.{name}, which pulumi "
+            f"{version('pulumi')} no longer has: adapt tests/program.py to this SDK"
+        ) from exc
+
+
+MockMonitor = sdk_internal("pulumi.runtime.mocks", "MockMonitor")
+_sync_await = sdk_internal("pulumi.runtime.sync_await", "_sync_await")
+get_root_resource = sdk_internal("pulumi.runtime.settings", "get_root_resource")
+run_pulumi_func = sdk_internal("pulumi.runtime.stack", "run_pulumi_func")
+serialize_provider = sdk_internal("pulumi.dynamic.dynamic", "serialize_provider")
+# The RegisterResourceRequest fields RecordingMonitor reads.
+REGISTER_FIELDS = (
+    "type", "name", "parent", "dependencies", "propertyDependencies", "object", "ignoreChanges",
+    "additionalSecretOutputs", "deletedWith", "deleteBeforeReplace", "provider", "customTimeouts",
+)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 PROJECT = "kvm-kubeadm"
@@ -126,7 +147,7 @@ class Mocks(pulumi.runtime.Mocks):
         return {}
 
 
-class RecordingMonitor(pulumi_mocks.MockMonitor):
+class RecordingMonitor(MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
@@ -214,8 +235,6 @@ def run_serialized_provider(provider: Any, use: str) -> "subprocess.CompletedPro
     """Serialise `provider` exactly as pulumi.dynamic does, then load it in a fresh
     interpreter started in the project root (as Pulumi's provider process is) and
     run `use`, Python code that sees it as `provider`."""
-    from pulumi.dynamic.dynamic import serialize_provider
-
     script = "import base64, sys, dill\nprovider = dill.loads(base64.b64decode(sys.stdin.read()))\n" + use
     return subprocess.run(
         [sys.executable, "-c", script], input=serialize_provider(provider),

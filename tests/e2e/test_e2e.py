@@ -19,10 +19,8 @@ from pathlib import Path
 import pytest
 
 from components.config import parse
-from components.control_plane import CONTROL_PLANE_PORTS
-from components.prep import os_prep_params
+from components.procedure import CONTROL_PLANE_PORTS, WORKER_PORTS, os_prep_params
 from components.scripts import render
-from components.worker import WORKER_PORTS
 from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
 from tests.program import PROJECT_DIR, load_stack_config
 from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing

@@ -7,6 +7,7 @@ import copy
 import pytest
 import yaml
 
+from components import procedure
 from tests.program import NETWORK, ProgramRun, run_program
 
 REGISTRATION_FIELDS = ("raw_inputs", "parent", "ignore_changes", "deleted_with", "additional_secret_outputs")
@@ -39,7 +40,7 @@ def test_adding_a_worker_creates_only_that_worker(dev_config):
     old_urns = {r.urn for r in three.registrations}
     added = {r.name for r in four.registrations if r.urn not in old_urns}
     assert added and all(name.startswith("k8s-k8sworker4") for name in added), added
-    assert len(added) == 1 + 1 + 3 + 5  # component, node, volume+seed+domain, 5 stages
+    assert len(added) == 1 + 1 + 3 + len(procedure.WORKER)  # component, node, volume+seed+domain, its stages
     # Existing nodes and their stages are untouched; only the cluster-wide pieces follow.
     assert changed_between(three, four) == {"k8s-network-net", "k8s-ready"}
     (network,) = four.of_type(NETWORK)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from components import procedure
 from tests.conftest import with_keys
 from tests.program import (
     COMMAND, DOMAIN, DYNAMIC, FAKE_CA_HASH, FAKE_TOKEN, is_secret, load_stack_config, run_program,
@@ -38,9 +39,16 @@ def closure(run, start) -> set[str]:
     return seen
 
 
-def test_stage_counts(dev):
-    counts = {stage: len(dev.commands(stage)) for stage in ("os-prep", "packages", "init", "join", "ca-hash", "token", "cni", "ready", "kubeconfig")}
-    assert counts == {"os-prep": 4, "packages": 4, "init": 1, "join": 3, "ca-hash": 1, "token": 1, "cni": 1, "ready": 4, "kubeconfig": 1}
+def declared_commands() -> set[str]:
+    """Resource names of every stage the procedure declares for the dev topology."""
+    names = {f"k8s-k8smaster-{stage.name}" for stage in procedure.CONTROL_PLANE}
+    names |= {f"k8s-{worker}-{stage.name}" for worker in WORKERS for stage in procedure.WORKER}
+    return names | {f"k8s-{stage.name}" for stage in procedure.CLUSTER}
+
+
+def test_each_declared_stage_is_one_command(dev):
+    assert {command.name for command in dev.of_type(COMMAND)} == declared_commands()
+    assert len(dev.of_type(COMMAND)) == len(declared_commands())
 
 
 @pytest.mark.parametrize("node, last", [("k8smaster", "init")] + [(w, "join") for w in WORKERS])
@@ -91,7 +99,7 @@ def test_ready_check_waits_for_flannel_and_every_join(dev):
     assert "readonly -a WAIT_FOR_NODES=(k8smaster k8sworker1 k8sworker2 k8sworker3)" in ready.inputs["create"]
 
 
-def test_master_stages_after_init_wait_for_it(dev):
+def test_control_plane_stages_after_init_wait_for_it(dev):
     init = stage_of(dev, "k8smaster", "init")
     for stage in ("ca-hash", "token", "cni", "kubeconfig"):
         assert init.urn in stage_of(dev, "k8smaster", stage).dependencies, stage
@@ -105,7 +113,7 @@ def test_sensitive_exports_are_secret(dev, export):
 
 
 def test_token_and_ca_hash_outputs_are_secret(dev):
-    control_plane = dev.namespace["cluster"].control_plane
+    control_plane = dev.namespace["cluster"].leader
     assert dev.resolve(control_plane.token) == (FAKE_TOKEN, True)
     assert dev.resolve(control_plane.ca_hash) == (FAKE_CA_HASH, True)
 
@@ -133,7 +141,7 @@ def test_secrets_travel_on_secret_stdin(dev, stage, count):
 
 def test_no_secret_appears_in_any_command_line(dev):
     commands = dev.of_type(COMMAND)
-    assert len(commands) == 23
+    assert len(commands) == len(declared_commands())
     for command in commands:
         for field in ("create", "delete"):
             text = command.inputs.get(field) or ""
@@ -153,8 +161,8 @@ def test_a_refreshed_token_does_not_touch_joined_workers_or_init(dev):
     assert "stdin" not in registration.ignore_changes
 
 
-def test_worker_removal_drains_on_the_master_then_resets_then_deletes_the_vm(dev):
-    master_domain = dev.by_name("k8s-k8smaster-node-domain")
+def test_worker_removal_drains_on_the_control_plane_then_resets_then_deletes_the_vm(dev):
+    control_plane_domain = dev.by_name("k8s-k8smaster-node-domain")
     for worker in WORKERS:
         join, membership = stage_of(dev, worker, "join"), stage_of(dev, worker, "membership")
         domain = dev.by_name(f"k8s-{worker}-node-domain")
@@ -165,10 +173,10 @@ def test_worker_removal_drains_on_the_master_then_resets_then_deletes_the_vm(dev
         assert f"readonly TARGET_NODE={worker}" in membership.inputs["delete"]
         assert "readonly STAGE=reset" in join.inputs["delete"]
         assert "kubectl drain" not in (membership.inputs.get("create") or "")
-        # Membership runs on the master.
+        # Membership runs on the control plane.
         assert membership.inputs["connection"]["host"] == "192.168.56.107"
         # On a full destroy, the whole cluster goes: skip drain and reset.
-        assert membership.deleted_with == master_domain.urn and join.deleted_with == master_domain.urn
+        assert membership.deleted_with == control_plane_domain.urn and join.deleted_with == control_plane_domain.urn
 
 
 def test_stages_connect_over_ssh_with_secret_key_and_bounded_retries(dev):
@@ -181,7 +189,7 @@ def test_stages_connect_over_ssh_with_secret_key_and_bounded_retries(dev):
         assert connection["user"] == "kube", command.urn
 
 
-def test_domain_is_not_a_dependency_of_master_connection_host(dev):
+def test_domain_is_not_a_dependency_of_any_connection_host(dev):
     # Connections use the configured fixed address, known at preview time.
     hosts = {c.inputs["connection"]["host"] for c in dev.of_type(COMMAND)}
     assert hosts == {"192.168.56.107", "192.168.56.123", "192.168.56.124", "192.168.56.125"}

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import kubeadm
+from components import kubeadm, procedure
 from components.config import parse
-from components.prep import packages_params
+from components.procedure import packages_params
 from components.scripts import SCRIPTS_DIR, render
+from components.stage import in_scope
 from tests.conftest import with_keys
 from tests.program import COMMAND, PROJECT_DIR, load_stack_config, run_program
 
@@ -44,9 +45,19 @@ def rendered_scripts(ssh_keys) -> dict[str, str]:
     return scripts
 
 
-def test_every_stage_file_is_sent_by_the_dev_stack(rendered_scripts):
+def declared_scripts(scope: str = "kubernetes") -> set[str]:
+    """Every script the procedure runs in `scope`: stages that create, and undo scripts."""
+    stages = [stage for role in procedure.ROLES.values() for stage in role if in_scope(stage.scope, scope)]
+    return {s.name for s in stages if s.creates} | {s.undo.script for s in stages if s.undo}
+
+
+def test_every_stage_file_is_declared_by_the_procedure():
+    assert declared_scripts() == set(STAGES)
+
+
+def test_the_dev_stack_sends_every_script_of_its_scope(rendered_scripts, dev_settings):
     sent = {s.split("readonly STAGE=")[1].split("\n")[0] for s in rendered_scripts.values()}
-    assert sent == set(STAGES)
+    assert sent == declared_scripts(dev_settings.scope)
 
 
 def test_every_stage_file_starts_strict():

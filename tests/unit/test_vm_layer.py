@@ -121,9 +121,9 @@ def test_control_plane_domain_waits_for_its_sizing_guard(dev):
         "node": "k8smaster", "vcpu": 2, "memory_mib": 4096, "allow_replace": False,
         "config_prefix": "kvm-kubeadm:controlPlane", "__provider": guard.inputs["__provider"],
     }
-    master = dev.by_name("k8s-k8smaster-node-domain")
-    assert guard.urn in master.dependencies
-    for worker in (d for d in dev.of_type(DOMAIN) if d is not master):
+    control_plane = dev.by_name("k8s-k8smaster-node-domain")
+    assert guard.urn in control_plane.dependencies
+    for worker in (d for d in dev.of_type(DOMAIN) if d is not control_plane):
         assert guard.urn not in worker.dependencies, worker.urn
     assert len(dev.of_type(DYNAMIC)) == 2  # the guard and the bootstrap token
 
@@ -164,7 +164,8 @@ def test_root_volume_depends_on_the_base_and_domain_on_the_network(dev):
 def test_exports_name_every_node_and_its_ip(dev):
     nodes, secret = dev.resolve(dev.exports["nodes"])
     assert nodes == DEV_IPS and not secret
-    assert dev.resolve(dev.exports["masterIp"]) == ("192.168.56.107", False)
+    assert dev.resolve(dev.exports["controlPlaneIp"]) == ("192.168.56.107", False)
+    assert dev.resolve(dev.exports["masterIp"]) == ("192.168.56.107", False), "the tutorial's name stays an alias"
     assert dev.resolve(dev.exports["workerIps"])[0] == [DEV_IPS[f"k8sworker{i}"] for i in (1, 2, 3)]
 
 

@@ -1,0 +1,281 @@
+"""The `kvm-kubeadm:` stack config, declared: every key's type, default, bounds and meaning.
+
+components/config.py validates a stack's config against these models, and
+tools/config_docs.py generates the README's key table and the editor JSON Schema
+(schema/stack-config.schema.json) from them, so the three cannot drift apart.
+Fields are snake_case; each is written in the stack file under its camelCase alias.
+"""
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, Callable, Literal, Optional
+
+from annotated_types import Ge, Le
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+
+UBUNTU_NOBLE_IMAGE = "https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img"
+KUBE_PACKAGES_UPSTREAM = "https://pkgs.k8s.io/core:/stable:"
+IMAGE_REPOSITORY_UPSTREAM = "registry.k8s.io"
+FLANNEL_MANIFEST_UPSTREAM = "https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml"
+
+# Mirror presets: each names only what it changes (by config key); everything else stays upstream.
+MIRROR_PRESETS: dict[str, dict[str, str]] = {
+    "none": {},
+    "cn": {
+        "kubePackages": "https://mirrors.aliyun.com/kubernetes-new/core/stable",
+        "imageRepository": "registry.aliyuncs.com/google_containers",
+        "osApt": "https://mirrors.aliyun.com",
+    },
+}
+
+# Node minimums, checked by config.check_node_minimums so that the error can say whose minimum it is.
+MIN_VCPU = 2  # kubeadm preflight NumCPU
+MIN_MEMORY_MIB = 2048  # kubeadm preflight Mem (1700 MB, rounded up to what the procedure uses)
+MIN_DISK_GIB = 10
+
+LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+"""An RFC 1123 label: what a hostname, a Kubernetes node name and our libvirt names must be."""
+
+
+def _format(pattern: str, problem: str) -> Any:
+    """A string matching `pattern`; otherwise the error reads "'<value>' <problem>"."""
+    regex = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not regex.match(value):
+            raise PydanticCustomError("format", "{value} " + problem, {"value": repr(value)})
+        return value
+
+    return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", "pattern": pattern})]
+
+
+def _ipv4(kind: Callable[[str], Any], what: str) -> Any:
+    """An IPv4 address or network, written as a string (strict mode would take only the object)."""
+
+    def parse(value: Any) -> Any:
+        if not isinstance(value, str):
+            raise PydanticCustomError("string_type", "Input should be a valid string")
+        try:
+            return kind(value)
+        except ValueError:
+            raise PydanticCustomError("format", "{value} is not a valid " + what, {"value": repr(value)}) from None
+
+    return Annotated[kind, BeforeValidator(parse)]
+
+
+_URL = r"https?://\S+"
+_REGISTRY = r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*/?"
+_NO_TRAILING_SLASH = AfterValidator(lambda value: value.rstrip("/"))
+
+Cidr = _ipv4(IPv4Network, "IPv4 CIDR")
+Address = _ipv4(IPv4Address, "IPv4 address")
+Label = _format(LABEL.pattern, "must be a lowercase RFC 1123 label")
+LinuxUser = _format(r"^[a-z_][a-z0-9_-]{0,31}$", "is not a valid Linux user name")
+KubeVersion = _format(r"^(\d+)\.(\d+)(\.\d+)?$", "must be MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 1.36 or 1.36.3")
+Url = _format(f"^{_URL}$", "must be an http(s) URL")
+UrlOrEmpty = _format(f"^({_URL})?$", "must be an http(s) URL or empty")
+Registry = _format(f"^{_REGISTRY}$", "is not a registry path")
+RegistryOrEmpty = _format(f"^({_REGISTRY})?$", "is not a registry path")
+Firewall = Literal["disable", "open-ports"]
+Scope = Literal["kubernetes", "os-prep"]
+
+
+def bounds(field: FieldInfo) -> Optional[str]:
+    """The field's declared range in words ("between 1 and 8760", "at least 60"), or None."""
+    low = next((m.ge for m in field.metadata if isinstance(m, Ge)), None)
+    high = next((m.le for m in field.metadata if isinstance(m, Le)), None)
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    if low is not None:
+        return f"at least {low}"
+    return None if high is None else f"at most {high}"
+
+
+class _Section(BaseModel):
+    """A config object: camelCase keys, no unknown ones, no type coercion, frozen once read."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True, strict=True)
+
+
+# Sizing keys: controlPlane and workers declare the same three, with defaults of their own.
+def _vcpu(default: int) -> Any:
+    return Field(default, description=f"virtual CPUs (kubeadm's minimum: {MIN_VCPU})", json_schema_extra={"minimum": MIN_VCPU})
+
+
+def _memory_mib(default: int) -> Any:
+    return Field(
+        default, alias="memoryMiB", description=f"memory in MiB (kubeadm's minimum: {MIN_MEMORY_MIB})",
+        json_schema_extra={"minimum": MIN_MEMORY_MIB},
+    )
+
+
+def _disk_gib(default: int) -> Any:
+    return Field(
+        default, alias="diskGiB", description=f"root disk size in GiB (minimum: {MIN_DISK_GIB})",
+        json_schema_extra={"minimum": MIN_DISK_GIB},
+    )
+
+
+class Libvirt(_Section):
+    uri: str = Field("qemu:///system", description="libvirt connection URI of the KVM host")
+    pool: str = Field("default", description="existing storage pool that holds every volume")
+    boot_timeout_seconds: int = Field(
+        600, ge=60,
+        description="how long creating a VM waits for its DHCP lease (the provider's own default is 5 minutes); "
+        "raise it on hosts without KVM, where guests boot under software emulation",
+    )
+
+
+class Network(_Section):
+    name: Label = Field(
+        "k8s", description="NAT network name; the libvirt network is named `<stack>-<name>`",
+    )
+    subnet: Cidr = Field(
+        IPv4Network("192.168.56.0/24"), description="node subnet; not libvirt's own default 192.168.122.0/24",
+    )
+    domain: str = Field("k8s.lan", description="DNS domain served by the network's dnsmasq")
+
+    @property
+    def gateway(self) -> IPv4Address:
+        """libvirt gives the host bridge the first address."""
+        return self.subnet.network_address + 1
+
+
+class Image(_Section):
+    source: str = Field(UBUNTU_NOBLE_IMAGE, description="base OS image (Ubuntu 24.04 cloud image): a URL or a local path")
+    kernel: Optional[str] = Field(
+        None, description="kernel for direct kernel boot (a path on the libvirt host), for images without a boot loader",
+    )
+    initrd: Optional[str] = Field(None, description="initrd for direct kernel boot; set with `kernel`")
+    cmdline: str = Field("", description="kernel command line for direct kernel boot")
+
+
+class Ssh(_Section):
+    user: LinuxUser = Field(
+        "kube", description="login user created by cloud-init, with passwordless sudo",
+    )
+    private_key_path: str = Field("~/.ssh/id_ed25519", description="private key the program logs in with; read as a secret")
+    public_key_path: Optional[str] = Field(
+        None, description="public key authorised on every node; unset: `privateKeyPath` + `.pub`",
+    )
+
+
+class ControlPlane(_Section):
+    name: str = Field("k8smaster", description="hostname and Kubernetes node name of the control-plane VM")
+    ip: Address = Field(description="its fixed address on the node subnet")
+    vcpu: int = _vcpu(2)
+    memory_mib: int = _memory_mib(4096)
+    disk_gib: int = _disk_gib(20)
+    schedulable: Optional[bool] = Field(
+        None, description="remove the control-plane taint so workloads run on it; unset: true when there are no workers",
+    )
+    allow_replace: bool = Field(
+        False,
+        description="let a vCPU/memory change replace (reboot) the control-plane VM; without it such a change fails the preview",
+    )
+
+
+class Workers(_Section):
+    count: int = Field(3, ge=0, description="number of workers")
+    name_prefix: str = Field("k8sworker", description="workers are named `<namePrefix>1` to `<namePrefix><count>`")
+    first_ip: Optional[Address] = Field(
+        None, description="address of the first worker, the others follow consecutively; required when count > 0",
+    )
+    vcpu: int = _vcpu(2)
+    memory_mib: int = _memory_mib(2048)
+    disk_gib: int = _disk_gib(20)
+
+
+class Kubernetes(_Section):
+    version: KubeVersion = Field("1.36.3", description="`MAJOR.MINOR` or `MAJOR.MINOR.PATCH`; packages are pinned to it and held")
+    service_cidr: Cidr = Field(IPv4Network("10.96.0.0/12"), description="service CIDR, as in the procedure")
+    pod_cidr: Cidr = Field(IPv4Network("10.244.0.0/16"), description="pod CIDR, as in the procedure (flannel's default)")
+    token_ttl_hours: int = Field(
+        24, ge=1, le=24 * 365, description="bootstrap token lifetime; renewed on `pulumi up` in its last quarter",
+    )
+    ready_timeout_seconds: int = Field(900, ge=60, description="bound on the flannel rollout and the ready checks")
+
+    @property
+    def minor(self) -> str:
+        """MAJOR.MINOR, the only form the pkgs.k8s.io repo path accepts."""
+        major, minor = self.version.split(".")[:2]
+        return f"{major}.{minor}"
+
+
+class Flannel(_Section):
+    version: str = Field("v0.27.2", description="flannel release whose manifest is applied")
+
+
+class Mirrors(_Section):
+    """Every download location. `mirrors: cn` is short for `{preset: cn}`; explicit keys override the preset."""
+
+    preset: str = Field(
+        "none",
+        description=f"named set of download locations ({', '.join(MIRROR_PRESETS)}); see [Mirrors](#mirrors)",
+        json_schema_extra={"enum": list(MIRROR_PRESETS)},
+    )
+    kube_packages: Annotated[Url, _NO_TRAILING_SLASH] = Field(
+        KUBE_PACKAGES_UPSTREAM, description="base URL of the kube package repo; `/v<MAJOR.MINOR>/deb/` is appended",
+    )
+    image_repository: Annotated[Registry, _NO_TRAILING_SLASH] = Field(
+        IMAGE_REPOSITORY_UPSTREAM, description="registry for the control-plane images and containerd's pause image",
+    )
+    flannel_manifest: Url = Field(
+        FLANNEL_MANIFEST_UPSTREAM, description="flannel manifest URL; `{version}` is replaced by `flannel.version`",
+    )
+    flannel_registry: Annotated[RegistryOrEmpty, _NO_TRAILING_SLASH] = Field(
+        "", description="registry that replaces flannel's own (e.g. `registry.example.com/flannel-io`), or empty",
+    )
+    os_apt: Annotated[UrlOrEmpty, _NO_TRAILING_SLASH] = Field(
+        "", description="OS apt mirror host (each apt source keeps its path), or empty to keep the image's sources",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {"preset": data}
+        if isinstance(data, dict) and isinstance(data.get("preset"), str):
+            return {**MIRROR_PRESETS.get(data["preset"], {}), **data}
+        return data
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        if preset not in MIRROR_PRESETS:
+            raise PydanticCustomError(
+                "preset", "unknown preset {preset} (known: {known})", {"preset": repr(preset), "known": ", ".join(MIRROR_PRESETS)},
+            )
+        return preset
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        """Editors also accept the string shorthand."""
+        return {"anyOf": [{"type": "string", "enum": list(MIRROR_PRESETS)}, handler(core_schema)]}
+
+
+class StackConfig(_Section):
+    """Everything under the `kvm-kubeadm:` namespace of a stack's config."""
+
+    libvirt: Libvirt = Field(default_factory=Libvirt, description="the KVM host's libvirt")
+    network: Network = Field(default_factory=Network, description="the cluster's NAT network")
+    image: Image = Field(default_factory=Image, description="the base OS image of every node")
+    ssh: Ssh = Field(default_factory=Ssh, description="how the program logs in to the nodes")
+    control_plane: ControlPlane = Field(description="the control-plane VM")
+    workers: Workers = Field(default_factory=Workers, description="the worker VMs")
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes, description="the Kubernetes release and cluster networks")
+    flannel: Flannel = Field(default_factory=Flannel, description="the pod network add-on")
+    mirrors: Mirrors = Field(default_factory=Mirrors, description="download locations; `mirrors: cn` is short for `{preset: cn}`")
+    firewall: Firewall = Field(
+        "disable", description="`disable` (the procedure) or `open-ports` (ufw allows the Kubernetes and flannel ports)",
+    )
+    scope: Scope = Field(
+        "kubernetes", alias="stages",
+        description="how far the program goes: `kubernetes` (the whole cluster) or `os-prep` "
+        "(VMs and OS prep only, for installing Kubernetes your own way)",
+    )

@@ -1,0 +1,142 @@
+"""The procedure: for each role, the stages it runs in order, what each waits for,
+and its parameters. Adding a stage is one script under scripts/ and one entry here.
+
+Besides earlier stages of the same role, a stage may wait for what its role provides:
+  VM                  the node's libvirt domain (every node role)
+  BOOTSTRAP_TOKEN     the bootstrap token resource (the control plane that runs init)
+  JOIN_PREREQUISITES  the control plane's JoinTicket.prerequisites (a joining node)
+  POD_NETWORK         flannel rolled out (a joining node, the cluster)
+  WORKERS             every worker's join and ready stages (the cluster)
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from . import kubeadm
+from .config import Settings
+from .scripts import Value
+from .stage import Stage, StageContext, Undo
+
+VM = "vm"
+BOOTSTRAP_TOKEN = "bootstrap-token"
+JOIN_PREREQUISITES = "join-prerequisites"
+POD_NETWORK = "pod-network"
+WORKERS = "workers"
+
+CONTROL_PLANE_PORTS = ("6443/tcp", "2379:2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp", "8472/udp")
+WORKER_PORTS = ("10250/tcp", "10256/tcp", "30000:32767/tcp", "8472/udp")
+ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
+KUBELET_KUBECONFIG = "/etc/kubernetes/kubelet.conf"
+DRAIN_TIMEOUT_SECONDS = 300
+# The control plane's stages that a joining node waits for, and that make its JoinTicket.
+JOIN_NEEDS = ("init", "token", "ca-hash")
+
+
+def os_prep_params(settings: Settings, ip: str, ports: tuple[str, ...]) -> dict[str, Value]:
+    return {
+        "NODE_IP": ip,
+        "DNS_DOMAIN": settings.network.domain,
+        "FIREWALL": settings.firewall,
+        "FIREWALL_PORTS": list(ports),
+    }
+
+
+def packages_params(settings: Settings) -> dict[str, Value]:
+    return {
+        "KUBE_VERSION": settings.kubernetes.version,
+        "KUBE_REPO": f"{settings.mirrors.kube_packages}/v{settings.kubernetes.minor}/deb/",
+        "IMAGE_REPOSITORY": settings.mirrors.image_repository,
+        "OS_APT_MIRROR": settings.mirrors.os_apt,
+    }
+
+
+def ready_params(settings: Settings, nodes: list[str], kubeconfig: str, check_readyz: bool) -> dict[str, Value]:
+    return {
+        "WAIT_FOR_NODES": nodes,
+        "KUBECONFIG_PATH": kubeconfig,
+        "CHECK_READYZ": check_readyz,
+        "TIMEOUT_SECONDS": settings.kubernetes.ready_timeout_seconds,
+    }
+
+
+def new_root_disk(context: StageContext) -> list[pulumi.Input]:
+    """A new root disk is a new OS: run the stage again."""
+    return [context.root_disk]
+
+
+def os_prep(ports: tuple[str, ...]) -> Stage:
+    return Stage(
+        "os-prep", after=(VM,), scope="os-prep", reruns_on=new_root_disk,
+        params=lambda c: os_prep_params(c.settings, str(c.node.ip), ports),
+    )
+
+
+PACKAGES = Stage("packages", after=("os-prep",), reruns_on=new_root_disk, params=lambda c: packages_params(c.settings))
+
+CONTROL_PLANE = (
+    os_prep(CONTROL_PLANE_PORTS),
+    PACKAGES,
+    Stage(
+        "init", after=("packages", BOOTSTRAP_TOKEN),
+        params=lambda c: {"SSH_USER": c.settings.ssh.user},
+        stdin=lambda c: c.bootstrap_token.token.apply(lambda token: kubeadm.init_config(c.settings, token)),
+        # The config carries the token: a refreshed token must not re-run init,
+        # while a change to the cluster settings themselves should.
+        keeps_stdin=True,
+        reruns_on=lambda c: [kubeadm.dump_all(kubeadm.init_documents(c.settings)), c.root_disk],
+    ),
+    Stage("ca-hash", after=("init",), params=lambda c: {"CA_CERT": "/etc/kubernetes/pki/ca.crt"}, secret_stdout=True),
+    Stage(
+        "token", after=("init",),
+        stdin=lambda c: pulumi.Output.all(c.bootstrap_token.token, c.bootstrap_token.expires_epoch).apply(
+            lambda args: f"{args[0]}\n{args[1]}\n"
+        ),
+    ),
+    Stage(
+        "cni", after=("init",),
+        params=lambda c: {
+            "MANIFEST_URL": c.settings.flannel.manifest_url,
+            "KUSTOMIZATION": kubeadm.flannel_kustomization(c.settings),
+            "TIMEOUT_SECONDS": c.settings.kubernetes.ready_timeout_seconds,
+        },
+    ),
+    Stage("kubeconfig", after=("init",), secret_stdout=True),
+)
+
+WORKER = (
+    os_prep(WORKER_PORTS),
+    PACKAGES,
+    Stage(
+        "join", after=("packages", JOIN_PREREQUISITES),
+        stdin=lambda c: pulumi.Output.all(c.ticket.token, c.ticket.ca_hash).apply(
+            lambda args: kubeadm.join_config(c.ticket.endpoint, c.node, args[0], args[1])
+        ),
+        # A refreshed token must not touch a worker that has joined already.
+        keeps_stdin=True,
+        reruns_on=new_root_disk,
+        undo=Undo("reset"),
+        skipped_on_cluster_destroy=True,
+    ),
+    # Runs on the control plane and waits for the join, so on removal it is
+    # deleted first: drain and delete the Node, then reset, then the VM.
+    Stage(
+        "membership", after=("join",), creates=False, on_control_plane=True,
+        undo=Undo("remove-node", lambda c: {"TARGET_NODE": c.node.name, "DRAIN_TIMEOUT_SECONDS": DRAIN_TIMEOUT_SECONDS}),
+        skipped_on_cluster_destroy=True,
+    ),
+    Stage(
+        "ready", after=("join", POD_NETWORK),
+        params=lambda c: ready_params(c.settings, [c.node.name], KUBELET_KUBECONFIG, check_readyz=False),
+    ),
+)
+
+# Run on the control plane that bootstrapped the cluster, once every node has joined.
+CLUSTER = (
+    Stage(
+        "ready", after=(POD_NETWORK, WORKERS),
+        params=lambda c: ready_params(c.settings, [n.name for n in c.settings.nodes], ADMIN_KUBECONFIG, check_readyz=True),
+    ),
+)
+
+ROLES = {"control plane": CONTROL_PLANE, "worker": WORKER, "cluster": CLUSTER}
