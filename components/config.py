@@ -12,8 +12,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import ssl
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from pathlib import Path
+import typing
 from typing import Any, Mapping, Optional
 
 import pulumi
@@ -23,8 +26,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from .config_schema import (
-    LABEL, MIN_DISK_GIB, MIN_MEMORY_MIB, MIN_VCPU, ControlPlane, Firewall, Image, Kubernetes, Libvirt, Mirrors,
-    Network, Scope, Ssh, StackConfig, Workers, bounds,
+    LABEL, MIN_DISK_GIB, MIN_MEMORY_MIB, MIN_VCPU, Containerd, ControlPlane, Firewall, Image, Kubernetes, Libvirt,
+    Mirrors, Network, Registry, Scope, Ssh, StackConfig, Workers, bounds,
 )
 
 PROJECT = "kvm-kubeadm"
@@ -77,6 +80,18 @@ class FlannelRelease:
 
 
 @dataclass(frozen=True)
+class RegistryAccess:
+    host: str
+    """The registry as images name it, e.g. `registry.k8s.io` or `10.0.0.5:5000`."""
+    mirrors: tuple[str, ...]
+    """Pull-through endpoints tried first, in order."""
+    ca_pem: Optional[str]
+    """CA certificate(s) that sign its TLS certificate (PEM), or None for the system's trust."""
+    plain_http: bool
+    """It speaks plain HTTP."""
+
+
+@dataclass(frozen=True)
 class Settings:
     project: str
     stack: str
@@ -96,6 +111,9 @@ class Settings:
     mirrors: Mirrors
     """Download locations, with the preset applied."""
     flannel: FlannelRelease
+    containerd: Containerd
+    registries: tuple[RegistryAccess, ...]
+    """Registry mirrors and trust, by registry host."""
     firewall: Firewall
     scope: Scope
     """How far the program goes: "kubernetes" (the whole cluster) or "os-prep" (VMs and OS prep only)."""
@@ -128,7 +146,7 @@ class _Problems:
 
 _KEYS = StackConfig.model_fields
 _ADAPTERS = {name: TypeAdapter(key.annotation) for name, key in _KEYS.items()}
-_TYPE_NAMES = {"int_type": "int", "string_type": "str", "bool_type": "bool"}
+_TYPE_NAMES = {"int_type": "int", "string_type": "str", "bool_type": "bool", "list_type": "list", "dict_type": "object"}
 
 
 def _message(error: ErrorDetails, key: FieldInfo, known: list[str]) -> str:
@@ -162,12 +180,28 @@ def _validate(problems: _Problems, raw: Mapping[str, Any]) -> dict[str, Any]:
             # An absent required section is validated as empty, so the error names the keys it lacks.
             valid[name] = _ADAPTERS[name].validate_python(raw.get(top.alias, {}))
         except ValidationError as error:
-            keys = {k.alias: k for k in getattr(top.annotation, "model_fields", {}).values()}
+            is_map = typing.get_origin(top.annotation) is dict
+            model = typing.get_args(top.annotation)[1] if is_map else top.annotation
+            keys = {k.alias: k for k in getattr(model, "model_fields", {}).values()}
             for detail in error.errors():
-                path = ".".join([top.alias, *map(str, detail["loc"])])
-                key = keys.get(str(detail["loc"][0]), top) if detail["loc"] else top
-                problems.add(path, _message(detail, key, list(keys)))
+                loc = [part for part in detail["loc"] if part != "[key]"]
+                within = loc[1:] if is_map else loc
+                key = keys.get(str(within[0]), top) if within else top
+                problems.add(_key_path(top.alias, loc, is_map), _message(detail, key, list(keys)))
     return valid
+
+
+def _key_path(top: str, loc: list[Any], is_map: bool) -> str:
+    """A key as `pulumi config set --path` writes it: `registries["ghcr.io"].mirrors[0]`."""
+    path = top
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif is_map and index == 0:
+            path += f"[{json.dumps(part)}]"
+        else:
+            path += f".{part}"
+    return path
 
 
 # --- checks across keys, and of the files keys point to -------------------------------
@@ -230,6 +264,37 @@ def read_ssh_login(problems: _Problems, ssh: Ssh) -> SshLogin:
     except OSError as exc:
         problems.add("ssh.privateKeyPath", f"cannot read {private_path} ({exc.strerror}); {_SSH_KEYGEN_HINT}")
     return SshLogin(user=ssh.user, public_key=public_key, private_key_path=private_path, private_key=private_key)
+
+
+def read_registries(problems: _Problems, registries: dict[str, Registry]) -> tuple[RegistryAccess, ...]:
+    """Each registry with its CA file's content; a plain-HTTP endpoint only where its host allows it."""
+    found = []
+    for host, registry in registries.items():
+        path = _key_path("registries", [host], is_map=True)
+        for index, mirror in enumerate(registry.mirrors):
+            endpoint = urlsplit(mirror)
+            if endpoint.scheme == "http" and not (endpoint.netloc in registries and registries[endpoint.netloc].plain_http):
+                problems.add(
+                    f"{path}.mirrors[{index}]",
+                    f"{mirror} is plain HTTP: allow it with {problems.key(_key_path('registries', [endpoint.netloc], True))}"
+                    ".plainHttp: true",
+                )
+        ca_pem = None
+        if registry.ca_file is not None:
+            ca_path = Path(registry.ca_file).expanduser()
+            try:
+                ca_pem = ca_path.read_text(encoding="utf-8")
+                blocks = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", ca_pem, re.S)
+                for block in blocks:
+                    ssl.PEM_cert_to_DER_cert(block)
+                if not blocks:
+                    raise ValueError
+            except OSError as exc:
+                problems.add(f"{path}.caFile", f"cannot read {ca_path} ({exc.strerror})")
+            except (ValueError, UnicodeDecodeError):
+                problems.add(f"{path}.caFile", f"{ca_path} is not a PEM certificate")
+        found.append(RegistryAccess(host, tuple(registry.mirrors), ca_pem, registry.plain_http))
+    return tuple(found)
 
 
 def check_node_minimums(problems: _Problems, path: str, nodes: ControlPlane | Workers) -> None:
@@ -328,6 +393,7 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
         check_image_source(problems, image)
         check_direct_kernel_boot(problems, image)
     ssh = read_ssh_login(problems, valid["ssh"]) if "ssh" in valid else None
+    registries = read_registries(problems, valid["registries"]) if "registries" in valid else ()
 
     control_plane_node = _node(control_plane.name, control_plane.ip, control_plane) if control_plane else None
     worker_nodes = _worker_nodes(workers, network) if workers else ()
@@ -359,6 +425,8 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
         kubernetes=kubernetes,
         mirrors=mirrors,
         flannel=FlannelRelease(flannel.version, mirrors.flannel_manifest.replace("{version}", flannel.version)),
+        containerd=valid["containerd"],
+        registries=registries,
         firewall=valid["firewall"],
         scope=valid["scope"],
     )

@@ -22,6 +22,7 @@ UBUNTU_NOBLE_IMAGE = "https://cloud-images.ubuntu.com/noble/current/noble-server
 KUBE_PACKAGES_UPSTREAM = "https://pkgs.k8s.io/core:/stable:"
 IMAGE_REPOSITORY_UPSTREAM = "registry.k8s.io"
 FLANNEL_MANIFEST_UPSTREAM = "https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml"
+CONTAINERD_PACKAGES_UPSTREAM = "https://download.docker.com"
 
 # Mirror presets: each names only what it changes (by config key); everything else stays upstream.
 MIRROR_PRESETS: dict[str, dict[str, str]] = {
@@ -29,6 +30,7 @@ MIRROR_PRESETS: dict[str, dict[str, str]] = {
     "cn": {
         "kubePackages": "https://mirrors.aliyun.com/kubernetes-new/core/stable",
         "imageRepository": "registry.aliyuncs.com/google_containers",
+        "containerdPackages": "https://mirrors.aliyun.com/docker-ce",
         "osApt": "https://mirrors.aliyun.com",
     },
 }
@@ -70,6 +72,7 @@ def _ipv4(kind: Callable[[str], Any], what: str) -> Any:
 
 _URL = r"https?://\S+"
 _REGISTRY = r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*/?"
+_DNS_NAME = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*"
 _NO_TRAILING_SLASH = AfterValidator(lambda value: value.rstrip("/"))
 
 Cidr = _ipv4(IPv4Network, "IPv4 CIDR")
@@ -79,8 +82,14 @@ LinuxUser = _format(r"^[a-z_][a-z0-9_-]{0,31}$", "is not a valid Linux user name
 KubeVersion = _format(r"^(\d+)\.(\d+)(\.\d+)?$", "must be MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 1.36 or 1.36.3")
 Url = _format(f"^{_URL}$", "must be an http(s) URL")
 UrlOrEmpty = _format(f"^({_URL})?$", "must be an http(s) URL or empty")
-Registry = _format(f"^{_REGISTRY}$", "is not a registry path")
+RegistryPath = _format(f"^{_REGISTRY}$", "is not a registry path")
 RegistryOrEmpty = _format(f"^({_REGISTRY})?$", "is not a registry path")
+DnsDomain = _format(f"^{_DNS_NAME}$", "is not a DNS domain (lowercase labels separated by dots)")
+RegistryHost = _format(rf"^{_DNS_NAME}(:\d+)?$", "is not a registry host (a DNS name or address, with an optional :port)")
+LibvirtUri = _format(r"^[a-z][a-z0-9+]*://\S*$", "is not a libvirt URI, e.g. qemu:///system")
+PoolName = _format(r"^[^/\s]+$", "is not a libvirt storage pool name")
+FlannelVersion = _format(r"^v\d+\.\d+\.\d+$", "must be a flannel release tag, e.g. v0.27.4")
+ContainerdVersion = _format(r"^\d+\.\d+(\.\d+)?$", "must be MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 2.2 or 2.2.9")
 Firewall = Literal["disable", "open-ports"]
 Scope = Literal["kubernetes", "os-prep"]
 
@@ -122,8 +131,8 @@ def _disk_gib(default: int) -> Any:
 
 
 class Libvirt(_Section):
-    uri: str = Field("qemu:///system", description="libvirt connection URI of the KVM host")
-    pool: str = Field("default", description="existing storage pool that holds every volume")
+    uri: LibvirtUri = Field("qemu:///system", description="libvirt connection URI of the KVM host")
+    pool: PoolName = Field("default", description="existing storage pool that holds every volume")
     boot_timeout_seconds: int = Field(
         600, ge=60,
         description="how long creating a VM waits for its DHCP lease (the provider's own default is 5 minutes); "
@@ -138,7 +147,7 @@ class Network(_Section):
     subnet: Cidr = Field(
         IPv4Network("192.168.56.0/24"), description="node subnet; not libvirt's own default 192.168.122.0/24",
     )
-    domain: str = Field("k8s.lan", description="DNS domain served by the network's dnsmasq")
+    domain: DnsDomain = Field("k8s.lan", description="DNS domain served by the network's dnsmasq")
 
     @property
     def gateway(self) -> IPv4Address:
@@ -208,7 +217,35 @@ class Kubernetes(_Section):
 
 
 class Flannel(_Section):
-    version: str = Field("v0.27.2", description="flannel release whose manifest is applied")
+    version: FlannelVersion = Field("v0.27.4", description="flannel release whose manifest is applied")
+
+
+class Containerd(_Section):
+    source: Literal["docker", "distro"] = Field(
+        "docker",
+        description="`docker`: Docker's `containerd.io` package (containerd 2.x, from `mirrors.containerdPackages`); "
+        "`distro`: the guest's own `containerd` package (Debian 12: 1.6, past its end of life)",
+    )
+    version: ContainerdVersion = Field(
+        "2.2", description="`containerd.io` version (MAJOR.MINOR or MAJOR.MINOR.PATCH) installed and held; with `distro`, "
+        "the archive's version is taken",
+    )
+
+
+class Registry(_Section):
+    """How nodes reach one registry, as images name it (e.g. `registry.k8s.io`, `ghcr.io`, `docker.io`, `10.0.0.5:5000`)."""
+
+    mirrors: list[Url] = Field(
+        default_factory=list,
+        description="pull-through endpoints tried before the registry itself, in order (e.g. `https://10.0.0.5:5000`)",
+    )
+    ca_file: Optional[str] = Field(
+        None, description="PEM CA certificate (a file on the Pulumi host) that signs this registry's TLS certificate; "
+        "copied to every node",
+    )
+    plain_http: bool = Field(
+        False, description="this registry speaks plain HTTP: an `http://` mirror endpoint of this host needs it",
+    )
 
 
 class Mirrors(_Section):
@@ -222,11 +259,15 @@ class Mirrors(_Section):
     kube_packages: Annotated[Url, _NO_TRAILING_SLASH] = Field(
         KUBE_PACKAGES_UPSTREAM, description="base URL of the kube package repo; `/v<MAJOR.MINOR>/deb/` is appended",
     )
-    image_repository: Annotated[Registry, _NO_TRAILING_SLASH] = Field(
+    image_repository: Annotated[RegistryPath, _NO_TRAILING_SLASH] = Field(
         IMAGE_REPOSITORY_UPSTREAM, description="registry for the control-plane images and containerd's pause image",
     )
     flannel_manifest: Url = Field(
         FLANNEL_MANIFEST_UPSTREAM, description="flannel manifest URL; `{version}` is replaced by `flannel.version`",
+    )
+    containerd_packages: Annotated[Url, _NO_TRAILING_SLASH] = Field(
+        CONTAINERD_PACKAGES_UPSTREAM,
+        description="base URL of Docker's package repository (`containerd.source: docker`); `/linux/<distro>` is appended",
     )
     flannel_registry: Annotated[RegistryOrEmpty, _NO_TRAILING_SLASH] = Field(
         "", description="registry that replaces flannel's own (e.g. `registry.example.com/flannel-io`), or empty",
@@ -271,6 +312,10 @@ class StackConfig(_Section):
     kubernetes: Kubernetes = Field(default_factory=Kubernetes, description="the Kubernetes release and cluster networks")
     flannel: Flannel = Field(default_factory=Flannel, description="the pod network add-on")
     mirrors: Mirrors = Field(default_factory=Mirrors, description="download locations; `mirrors: cn` is short for `{preset: cn}`")
+    containerd: Containerd = Field(default_factory=Containerd, description="the container runtime")
+    registries: dict[RegistryHost, Registry] = Field(
+        default_factory=dict, description="registry mirrors and trust, by registry host; see [Registries](#registries)",
+    )
     firewall: Firewall = Field(
         "disable", description="`disable` (the procedure) or `open-ports` (ufw allows the Kubernetes and flannel ports)",
     )

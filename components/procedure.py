@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pulumi
 
-from . import kubeadm
+from . import kubeadm, registries
 from .config import Settings
 from .scripts import Value
 from .stage import Stage, StageContext, Undo
@@ -43,11 +43,17 @@ def os_prep_params(settings: Settings, ip: str, ports: tuple[str, ...]) -> dict[
 
 
 def packages_params(settings: Settings) -> dict[str, Value]:
+    registry_files = registries.certs_d_files(settings.registries)
     return {
         "KUBE_VERSION": settings.kubernetes.version,
         "KUBE_REPO": f"{settings.mirrors.kube_packages}/v{settings.kubernetes.minor}/deb/",
         "IMAGE_REPOSITORY": settings.mirrors.image_repository,
         "OS_APT_MIRROR": settings.mirrors.os_apt,
+        "CONTAINERD_SOURCE": settings.containerd.source,
+        "CONTAINERD_VERSION": settings.containerd.version,
+        "CONTAINERD_REPO": f"{settings.mirrors.containerd_packages}/linux",
+        "CERTS_D_PATHS": list(registry_files),
+        "CERTS_D_FILES": list(registry_files.values()),
     }
 
 

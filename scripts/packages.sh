@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Stage packages (every node): OS apt mirror, kubeadm/kubelet/kubectl from the
-# pkgs.k8s.io layout (pinned and held), containerd with the systemd cgroup
-# driver and the pause image from the configured image repository.
+# pkgs.k8s.io layout (pinned and held), containerd from Docker's containerd.io
+# (pinned and held) or the guest's archive, with the systemd cgroup driver, the
+# pause image from the configured image repository and the configured registry
+# mirrors and trust in /etc/containerd/certs.d.
 set -euo pipefail
 # @parameters
 
 readonly KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
 readonly KUBE_LIST=/etc/apt/sources.list.d/kubernetes.list
 readonly CONTAINERD_CONFIG=/etc/containerd/config.toml
+readonly DOCKER_KEYRING=/etc/apt/keyrings/docker.asc
+readonly DOCKER_LIST=/etc/apt/sources.list.d/docker.list
+readonly CERTS_D=/etc/containerd/certs.d
 
 apt_get() {
   DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Options::=--force-confold "$@"
@@ -38,9 +43,22 @@ ensure_apt_lists() {
   fi
 }
 
-# 1.36 matches 1.36.x-y; 1.36.3 matches 1.36.3-y (not 1.36.30-y).
+# Does package version $2 match the configured $1? 1.36 matches 1.36.x-y;
+# 1.36.3 matches 1.36.3-y (not 1.36.30-y).
 matches_version() {
-  [[ "$1" == "$KUBE_VERSION"-* || "$1" == "$KUBE_VERSION".* ]]
+  [[ "$2" == "$1"-* || "$2" == "$1".* ]]
+}
+
+# The newest version of package $1 in the apt sources that matches $2, or nothing.
+newest_matching() {
+  apt-cache madison "$1" | awk '{ print $3 }' | while read -r candidate; do
+    if matches_version "$2" "$candidate"; then echo "$candidate"; fi
+  done | sort -V | tail -n 1
+}
+
+# The installed version of package $1, or nothing.
+installed_version() {
+  dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$1" 2>/dev/null | awk '$1 == "ii" { print $2 }'
 }
 
 install_kube_packages() {
@@ -52,14 +70,12 @@ install_kube_packages() {
     apt_get update
     log "kube package repo: $KUBE_REPO"
   fi
-  installed=$(dpkg-query -W -f='${Version}' kubeadm 2>/dev/null || true)
-  if matches_version "$installed" &&
-    [[ "$(dpkg-query -W -f='${Version}' kubelet kubectl 2>/dev/null)" == "$installed$installed" ]]; then
+  installed=$(installed_version kubeadm)
+  if matches_version "$KUBE_VERSION" "$installed" &&
+    [[ "$(installed_version kubelet)$(installed_version kubectl)" == "$installed$installed" ]]; then
     return 0
   fi
-  wanted=$(apt-cache madison kubeadm | awk '{ print $3 }' | while read -r candidate; do
-    if matches_version "$candidate"; then echo "$candidate"; fi
-  done | sort -V | tail -n 1)
+  wanted=$(newest_matching kubeadm "$KUBE_VERSION")
   if [[ -z "$wanted" ]]; then
     echo "no kubeadm package matches version $KUBE_VERSION in $KUBE_REPO" >&2
     return 1
@@ -99,21 +115,85 @@ toml_set() {
   mv "$tmp" "$file"
 }
 
+add_docker_repo() {
+  local id codename line
+  id=$(sed -n 's/^ID=//p' /etc/os-release | tr -d '"')
+  codename=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release | tr -d '"')
+  line="deb [signed-by=$DOCKER_KEYRING] $CONTAINERD_REPO/$id $codename stable"
+  if [[ ! -s "$DOCKER_KEYRING" ]] || ! grep -qxF "$line" "$DOCKER_LIST" 2>/dev/null; then
+    install -d -m 0755 /etc/apt/keyrings
+    curl -fsSL --retry 5 -o "$DOCKER_KEYRING" "$CONTAINERD_REPO/$id/gpg"
+    echo "$line" >"$DOCKER_LIST"
+    apt_get update
+    log "containerd package repo: $CONTAINERD_REPO/$id $codename"
+  fi
+}
+
+# containerd.io from Docker's repository at the pinned version, or the guest's
+# own containerd; held either way. A change of source replaces the other package.
+install_containerd_package() {
+  local package other wanted
+  if [[ "$CONTAINERD_SOURCE" == docker ]]; then
+    package=containerd.io other=containerd
+    add_docker_repo
+    wanted=$(newest_matching containerd.io "$CONTAINERD_VERSION")
+    if [[ -z "$wanted" ]]; then
+      echo "no containerd.io package matches version $CONTAINERD_VERSION in $CONTAINERD_REPO" >&2
+      return 1
+    fi
+    [[ "$(installed_version containerd.io)" != "$wanted" ]] || return 0
+  else
+    package=containerd other=containerd.io
+    [[ -z "$(installed_version containerd)" ]] || return 0
+    wanted=$(apt-cache policy containerd | awk '$1 == "Candidate:" { print $2 }')
+  fi
+  apt-mark unhold containerd containerd.io >/dev/null 2>&1 || true
+  if [[ -n "$(installed_version "$other")" ]]; then
+    apt_get remove "$other"
+    log "$other removed"
+  fi
+  apt_get install --allow-change-held-packages --allow-downgrades "$package=$wanted"
+  apt-mark hold "$package" >/dev/null
+  log "$package $wanted installed and held"
+}
+
+# /etc/containerd/certs.d holds exactly the configured registries' hosts.toml and
+# CA files; containerd reads them at each pull, so no restart is needed.
+write_registry_hosts() {
+  local staged i
+  staged=$(mktemp -d)
+  for i in "${!CERTS_D_PATHS[@]}"; do
+    install -d -m 0755 "$staged/$(dirname "${CERTS_D_PATHS[$i]}")"
+    printf '%s' "${CERTS_D_FILES[$i]}" >"$staged/${CERTS_D_PATHS[$i]}"
+  done
+  chmod 0755 "$staged"
+  if diff -r -q "$staged" "$CERTS_D" >/dev/null 2>&1; then
+    rm -rf "$staged"
+    return 0
+  fi
+  install -d -m 0755 "$(dirname "$CERTS_D")"
+  rm -rf "$CERTS_D"
+  mv "$staged" "$CERTS_D"
+  log "registry hosts: ${#CERTS_D_PATHS[@]} file(s) in $CERTS_D"
+}
+
 # Edit a containerd config in place for either layout: config version 2
 # (containerd 1.x) or versions 3 and 4 (containerd 2.x, where the CRI plugin was split).
 configure_containerd() {
-  local file=$1 pause_image=$2 version runc_table sandbox_table sandbox_key
+  local file=$1 pause_image=$2 version runc_table sandbox_table sandbox_key registry_table
   version=$(awk -F= '/^[[:space:]]*version[[:space:]]*=/ { gsub(/[[:space:]]/, "", $2); print $2; exit }' "$file")
   case "$version" in
     3 | 4)
       runc_table="plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options"
       sandbox_table="plugins.'io.containerd.cri.v1.images'.pinned_images"
       sandbox_key=sandbox
+      registry_table="plugins.'io.containerd.cri.v1.images'.registry"
       ;;
     2)
       runc_table='plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options'
       sandbox_table='plugins."io.containerd.grpc.v1.cri"'
       sandbox_key=sandbox_image
+      registry_table='plugins."io.containerd.grpc.v1.cri".registry'
       ;;
     *)
       echo "unsupported containerd config version '${version:-none}' in $file" >&2
@@ -122,13 +202,12 @@ configure_containerd() {
   esac
   toml_set "$file" "$runc_table" SystemdCgroup true
   toml_set "$file" "$sandbox_table" "$sandbox_key" "\"$pause_image\""
+  toml_set "$file" "$registry_table" config_path "\"$CERTS_D\""
 }
 
 install_containerd() {
-  if ! command -v containerd >/dev/null; then
-    apt_get install containerd
-    log "containerd installed"
-  fi
+  install_containerd_package
+  write_registry_hosts
   local pause_image candidate
   # kubeadm knows which pause image its release expects; ask it rather than pin a tag here.
   pause_image=$(kubeadm config images list --image-repository "$IMAGE_REPOSITORY" \
@@ -144,7 +223,7 @@ install_containerd() {
   if ! cmp -s "$candidate" "$CONTAINERD_CONFIG"; then
     install -m 0644 "$candidate" "$CONTAINERD_CONFIG"
     systemctl restart containerd
-    log "containerd configured: SystemdCgroup = true, sandbox $pause_image"
+    log "containerd configured: SystemdCgroup = true, sandbox $pause_image, registry hosts in $CERTS_D"
   fi
   rm -f "$candidate"
   systemctl enable --now containerd >/dev/null 2>&1 || true

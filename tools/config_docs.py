@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +35,31 @@ def cell(value: Any) -> str:
         return f"`{str(value).lower()}`"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, (list, dict)):
+        return f"`{json.dumps(value)}`"
     return f"`{value}`" if str(value) else '`""`'
 
 
+def _entry_model(annotation: Any) -> Any:
+    """The model of a section, or of each entry of a map section (`registries.<host>`), or None."""
+    if typing.get_origin(annotation) is dict:
+        annotation = typing.get_args(annotation)[1]
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
 def rows() -> list[tuple[str, str, str]]:
-    """(key, default, meaning) of every key, section keys as `section.key`, in declaration order."""
+    """(key, default, meaning) of every key, section keys as `section.key` (map entries as
+    `section.<host>.key`), in declaration order."""
     found = []
     for top in StackConfig.model_fields.values():
-        section = top.annotation
-        keys = section.model_fields.values() if isinstance(section, type) and issubclass(section, BaseModel) else [top]
+        model = _entry_model(top.annotation)
+        keys = model.model_fields.values() if model else [top]
+        prefix = f"{top.alias}.<host>" if typing.get_origin(top.annotation) is dict else top.alias
+        if typing.get_origin(top.annotation) is dict:
+            found.append((top.alias, cell(top.get_default(call_default_factory=True)), top.description))
         for key in keys:
-            name = top.alias if key is top else f"{top.alias}.{key.alias}"
-            default = "required" if key.is_required() else cell(key.default)
+            name = top.alias if key is top else f"{prefix}.{key.alias}"
+            default = "required" if key.is_required() else cell(key.get_default(call_default_factory=True))
             phrase = bounds(key)
             found.append((name, default, key.description + (f"; {phrase}" if phrase else "")))
     return found

@@ -172,13 +172,16 @@ def test_containerd_loads_our_edit_with_systemd_cgroup_and_our_pause_image(ssh_k
     dumped = containerd_edit(binary, tmp_path, pause, ssh_keys)
     if CONTAINERDS[name] == 2:
         cri = dumped["plugins"]["io.containerd.grpc.v1.cri"]
-        runc, sandbox = cri["containerd"]["runtimes"]["runc"], cri["sandbox_image"]
+        runc, sandbox, registry = cri["containerd"]["runtimes"]["runc"], cri["sandbox_image"], cri["registry"]
         default_runc = default["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["runc"]
     else:
         runtime = dumped["plugins"]["io.containerd.cri.v1.runtime"]
         runc = runtime["containerd"]["runtimes"]["runc"]
-        sandbox = dumped["plugins"]["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"]
+        images = dumped["plugins"]["io.containerd.cri.v1.images"]
+        sandbox, registry = images["pinned_images"]["sandbox"], images["registry"]
         default_runc = default["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]
+    # containerd reads registry mirrors and trust from the hosts.toml files there.
+    assert registry["config_path"] == "/etc/containerd/certs.d"
     # The edit must have done something: the default says false and another pause image.
     assert default_runc["options"]["SystemdCgroup"] is False
     assert runc["options"]["SystemdCgroup"] is True

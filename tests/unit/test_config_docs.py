@@ -44,15 +44,16 @@ def _parsed(settings, key: str):
     """Where parse() puts the value of a table key."""
     section, _, name = key.partition(".")
     top = _field(StackConfig, section)
-    if not name:
-        return getattr(settings, top)
     derived = {
         "workers.count": lambda: len(settings.workers),
         "workers.namePrefix": lambda: settings.workers[0].name.removesuffix("1"),
         "controlPlane.allowReplace": lambda: settings.allow_control_plane_replace,
+        "registries": lambda: {registry.host: registry for registry in settings.registries},
     }
     if key in derived:
         return derived[key]()
+    if not name:
+        return getattr(settings, top)
     owner = {"control_plane": settings.control_plane, "workers": settings.workers[0]}.get(top) or getattr(settings, top)
     return getattr(owner, _field(StackConfig.model_fields[top].annotation, name))
 
@@ -62,7 +63,10 @@ def test_each_default_in_the_table_is_what_parse_gives_without_the_key(tmp_path,
     (tmp_path / ".ssh").mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / ".ssh" / "id_ed25519")], check=True)
     settings = parse({"controlPlane": {"ip": "192.168.56.107"}, "workers": {"firstIp": "192.168.56.123"}}, "solo", tmp_path)
-    shown = [(key, default) for key, default, _ in config_docs.rows() if default not in ("required", "unset")]
+    shown = [
+        (key, default) for key, default, _ in config_docs.rows()
+        if default not in ("required", "unset") and ".<host>." not in key  # per-entry keys: see the registries tests
+    ]
     assert len(shown) > 30
     for key, default in shown:
         assert config_docs.cell(_parsed(settings, key)) == default, key

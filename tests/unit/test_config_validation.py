@@ -72,6 +72,14 @@ def test_the_committed_dev_stack_is_valid(dev_config):
         ("kubernetes.readyTimeoutSeconds", 59, "kvm-kubeadm:kubernetes.readyTimeoutSeconds", "must be at least 60, got 59"),
         ("libvirt.bootTimeoutSeconds", 30, "kvm-kubeadm:libvirt.bootTimeoutSeconds", "must be at least 60, got 30"),
         ("libvirt.bootTimeoutSeconds", "10m", "kvm-kubeadm:libvirt.bootTimeoutSeconds", "must be int"),
+        ("libvirt.uri", "qemu", "kvm-kubeadm:libvirt.uri", "is not a libvirt URI"),
+        ("libvirt.pool", "my pool", "kvm-kubeadm:libvirt.pool", "is not a libvirt storage pool name"),
+        ("network.domain", "K8s Lan", "kvm-kubeadm:network.domain", "is not a DNS domain"),
+        ("flannel.version", "0.27.4", "kvm-kubeadm:flannel.version", "must be a flannel release tag"),
+        ("containerd.source", "apt", "kvm-kubeadm:containerd.source", "'apt' must be 'docker' or 'distro'"),
+        ("containerd.version", "latest", "kvm-kubeadm:containerd.version", "MAJOR.MINOR or MAJOR.MINOR.PATCH"),
+        ("mirrors.containerdPackages", "download.docker.com", "kvm-kubeadm:mirrors.containerdPackages", "http(s) URL"),
+        ("mirrors.imageRepository", "https://registry.example", "kvm-kubeadm:mirrors.imageRepository", "not a registry path"),
     ],
 )
 def test_each_rule_names_its_key(dev_config, path, value, key, words):
@@ -139,3 +147,41 @@ def test_defaults_fill_everything_but_what_only_the_user_knows(ssh_keys):
     assert str(settings.kubernetes.service_cidr) == "10.96.0.0/12" and str(settings.kubernetes.pod_cidr) == "10.244.0.0/16"
     assert settings.libvirt.uri == "qemu:///system" and settings.image.source.startswith("https://cloud-images.ubuntu.com/noble/")
     assert [w.name for w in settings.workers] == ["k8sworker1", "k8sworker2", "k8sworker3"]
+
+
+def with_registries(config: dict, registries: dict) -> dict:
+    return {**config, "registries": registries}
+
+
+def test_a_plain_http_mirror_needs_its_hosts_explicit_allowance(dev_config):
+    found = problems(with_registries(dev_config, {"ghcr.io": {"mirrors": ["http://10.0.0.5:5000"]}}))
+    assert found == [
+        'kvm-kubeadm:registries["ghcr.io"].mirrors[0]: http://10.0.0.5:5000 is plain HTTP: allow it with '
+        'kvm-kubeadm:registries["10.0.0.5:5000"].plainHttp: true'
+    ]
+    allowed = with_registries(dev_config, {"ghcr.io": {"mirrors": ["http://10.0.0.5:5000"]}, "10.0.0.5:5000": {"plainHttp": True}})
+    assert parse(allowed, "dev", PROJECT_DIR).registries[1].plain_http
+
+
+def test_a_registry_ca_must_be_a_readable_pem_certificate_and_is_never_echoed(dev_config, tmp_path):
+    garbage = tmp_path / "ca.crt"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n")
+    found = problems(with_registries(dev_config, {"a.example": {"caFile": str(garbage)}, "b.example": {"caFile": str(tmp_path / "absent")}}))
+    assert found == [
+        f'kvm-kubeadm:registries["a.example"].caFile: {garbage} is not a PEM certificate',
+        f'kvm-kubeadm:registries["b.example"].caFile: cannot read {tmp_path / "absent"} (No such file or directory)',
+    ]
+
+
+@pytest.mark.parametrize(
+    "registries, key, words",
+    [
+        ({"Not A Host": {}}, 'kvm-kubeadm:registries["Not A Host"]', "is not a registry host"),
+        ({"ghcr.io": {"mirrors": "https://m.example"}}, 'kvm-kubeadm:registries["ghcr.io"].mirrors', "must be list"),
+        ({"ghcr.io": {"mirrors": ["ftp://m.example"]}}, 'kvm-kubeadm:registries["ghcr.io"].mirrors[0]', "http(s) URL"),
+        ({"ghcr.io": {"mirror": []}}, 'kvm-kubeadm:registries["ghcr.io"].mirror', "unknown key"),
+    ],
+)
+def test_each_registries_rule_names_its_key(dev_config, registries, key, words):
+    found = problems(with_registries(dev_config, registries))
+    assert any(p.startswith(f"{key}:") and words in p for p in found), found

@@ -109,7 +109,7 @@ def test_default_mirrors_are_upstream(dev_config):
     assert script_param(run, "k8s-k8sworker1-packages", "IMAGE_REPOSITORY") == "registry.k8s.io"
     assert script_param(run, "k8s-k8smaster-packages", "OS_APT_MIRROR") == ""
     assert script_param(run, "k8s-k8smaster-cni", "MANIFEST_URL") == (
-        "https://github.com/flannel-io/flannel/releases/download/v0.27.2/kube-flannel.yml"
+        "https://github.com/flannel-io/flannel/releases/download/v0.27.4/kube-flannel.yml"
     )
     assert init_cluster_config(run)["imageRepository"] == "registry.k8s.io"
     assert "images:" not in script_param(run, "k8s-k8smaster-cni", "KUSTOMIZATION")
@@ -138,7 +138,7 @@ def test_preset_and_explicit_overrides_combine(dev_config):
     run = run_program({**dev_config, "mirrors": mirrors})
     assert run.error is None, run.error
     assert init_cluster_config(run)["imageRepository"] == "registry.aliyuncs.com/google_containers"
-    assert script_param(run, "k8s-k8smaster-cni", "MANIFEST_URL") == "https://mirror.example.test/flannel/v0.27.2/kube-flannel.yml"
+    assert script_param(run, "k8s-k8smaster-cni", "MANIFEST_URL") == "https://mirror.example.test/flannel/v0.27.4/kube-flannel.yml"
     assert script_param(run, "k8s-k8sworker2-packages", "OS_APT_MIRROR") == "https://apt.example.test"
     kustomization = yaml.safe_load(script_param(run, "k8s-k8smaster-cni", "KUSTOMIZATION"))
     new_names = {image["newName"] for image in kustomization["images"]}

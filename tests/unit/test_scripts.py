@@ -108,29 +108,34 @@ def source_and_run(script: str, call: str, tmp_path: Path) -> subprocess.Complet
 
 
 @pytest.mark.parametrize(
-    "sample, version, runc_path, image_path",
+    "sample, version, runc_path, image_path, registry_path",
     [
         (
             "containerd-1.x-style.toml",
             2,
             ["plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes", "runc", "options", "SystemdCgroup"],
             ["plugins", "io.containerd.grpc.v1.cri", "sandbox_image"],
+            ["plugins", "io.containerd.grpc.v1.cri", "registry", "config_path"],
         ),
         (
             "containerd-2.x-style.toml",
             3,
             ["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "runc", "options", "SystemdCgroup"],
             ["plugins", "io.containerd.cri.v1.images", "pinned_images", "sandbox"],
+            ["plugins", "io.containerd.cri.v1.images", "registry", "config_path"],
         ),
         (
             "containerd-2.x-style.toml",  # containerd 2.3+ writes version 4 with the same CRI tables
             4,
             ["plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes", "runc", "options", "SystemdCgroup"],
             ["plugins", "io.containerd.cri.v1.images", "pinned_images", "sandbox"],
+            ["plugins", "io.containerd.cri.v1.images", "registry", "config_path"],
         ),
     ],
 )
-def test_containerd_edit_sets_systemd_cgroup_and_pause_image(dev_settings, tmp_path, sample, version, runc_path, image_path):
+def test_containerd_edit_sets_systemd_cgroup_pause_image_and_registry_hosts(
+    dev_settings, tmp_path, sample, version, runc_path, image_path, registry_path
+):
     config = tmp_path / "config.toml"
     original_text = (DATA / sample).read_text().replace("version = 3", f"version = {version}")
     config.write_text(original_text)
@@ -149,6 +154,7 @@ def test_containerd_edit_sets_systemd_cgroup_and_pause_image(dev_settings, tmp_p
     parsed = tomllib.loads(first)
     assert lookup(parsed, runc_path) is True
     assert lookup(parsed, image_path) == pause
+    assert lookup(parsed, registry_path) == "/etc/containerd/certs.d"
     # Idempotent: a second edit changes nothing.
     assert source_and_run(script, call, tmp_path).returncode == 0
     assert config.read_text() == first
