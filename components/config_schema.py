@@ -208,6 +208,19 @@ class Kubernetes(_Section):
         24, ge=1, le=24 * 365, description="bootstrap token lifetime; renewed on `pulumi up` in its last quarter",
     )
     ready_timeout_seconds: int = Field(900, ge=60, description="bound on the flannel rollout and the ready checks")
+    control_plane_timeout_seconds: int = Field(
+        240, ge=60,
+        description="how long kubeadm waits for the control-plane components to turn healthy "
+        "(its `controlPlaneComponentHealthCheck`); raise it on slow or emulated hosts",
+    )
+    kubelet_timeout_seconds: int = Field(
+        240, ge=60, description="how long kubeadm waits for the kubelet to turn healthy (its `kubeletHealthCheck`)",
+    )
+    join_timeout_seconds: int = Field(
+        300, ge=60,
+        description="how long a joining node's kubeadm waits for discovery and for its TLS bootstrap "
+        "(its `discovery` and `tlsBootstrap`)",
+    )
 
     @property
     def minor(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .config import NodeSpec, Settings
+from .config import Kubernetes, NodeSpec, Settings
 
 KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
@@ -34,6 +34,25 @@ def _node_registration(node: NodeSpec) -> dict[str, Any]:
         "criSocket": CRI_SOCKET,
         # The node's fixed address, not whatever the default route or hostname lookup gives.
         "kubeletExtraArgs": [{"name": "node-ip", "value": str(node.ip)}],
+    }
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds}s"
+
+
+def init_timeouts(kubernetes: Kubernetes) -> dict[str, str]:
+    return {
+        "controlPlaneComponentHealthCheck": _duration(kubernetes.control_plane_timeout_seconds),
+        "kubeletHealthCheck": _duration(kubernetes.kubelet_timeout_seconds),
+    }
+
+
+def join_timeouts(kubernetes: Kubernetes) -> dict[str, str]:
+    return {
+        "kubeletHealthCheck": _duration(kubernetes.kubelet_timeout_seconds),
+        "discovery": _duration(kubernetes.join_timeout_seconds),
+        "tlsBootstrap": _duration(kubernetes.join_timeout_seconds),
     }
 
 
@@ -62,6 +81,7 @@ def init_documents(settings: Settings) -> list[dict[str, Any]]:
             "kind": "InitConfiguration",
             "localAPIEndpoint": {"advertiseAddress": str(control_plane.ip), "bindPort": API_SERVER_PORT},
             "nodeRegistration": registration,
+            "timeouts": init_timeouts(settings.kubernetes),
         },
         cluster,
         {"apiVersion": KUBELET_API, "kind": "KubeletConfiguration", "cgroupDriver": "systemd"},
@@ -94,7 +114,7 @@ def init_config(settings: Settings, token: str) -> str:
     return dump_all(documents)
 
 
-def join_config(endpoint: str, node: NodeSpec, token: str, ca_hash: str) -> str:
+def join_config(endpoint: str, node: NodeSpec, kubernetes: Kubernetes, token: str, ca_hash: str) -> str:
     """The JoinConfiguration of a worker (secret: token and CA hash)."""
     return dump_all(
         [
@@ -109,6 +129,7 @@ def join_config(endpoint: str, node: NodeSpec, token: str, ca_hash: str) -> str:
                     }
                 },
                 "nodeRegistration": _node_registration(node),
+                "timeouts": join_timeouts(kubernetes),
             }
         ]
     )

@@ -16,7 +16,7 @@ import pulumi
 from . import kubeadm, registries
 from .config import Settings
 from .scripts import Value
-from .stage import Stage, StageContext, Undo
+from .stage import CONTROL_PLANE as ON_CONTROL_PLANE, NODE_IF_REACHABLE, Stage, StageContext, Undo
 
 VM = "vm"
 BOOTSTRAP_TOKEN = "bootstrap-token"
@@ -116,18 +116,19 @@ WORKER = (
     Stage(
         "join", after=("packages", JOIN_PREREQUISITES),
         stdin=lambda c: pulumi.Output.all(c.ticket.token, c.ticket.ca_hash).apply(
-            lambda args: kubeadm.join_config(c.ticket.endpoint, c.node, args[0], args[1])
+            lambda args: kubeadm.join_config(c.ticket.endpoint, c.node, c.settings.kubernetes, args[0], args[1])
         ),
         # A refreshed token must not touch a worker that has joined already.
         keeps_stdin=True,
         reruns_on=new_root_disk,
-        undo=Undo("reset"),
-        skipped_on_cluster_destroy=True,
     ),
-    # Runs on the control plane and waits for the join, so on removal it is
-    # deleted first: drain and delete the Node, then reset, then the VM.
+    # On removal, `kubeadm reset` on the worker; a worker whose VM is already gone
+    # is skipped with a warning, so that removing it from the config still works.
+    Stage("reset", after=("join",), creates=False, runs_on=NODE_IF_REACHABLE, undo=Undo("reset"), skipped_on_cluster_destroy=True),
+    # Runs on the control plane after the reset entry, so on removal it is deleted
+    # first: drain and delete the Node, then reset, then the VM.
     Stage(
-        "membership", after=("join",), creates=False, on_control_plane=True,
+        "membership", after=("reset",), creates=False, runs_on=ON_CONTROL_PLANE,
         undo=Undo("remove-node", lambda c: {"TARGET_NODE": c.node.name, "DRAIN_TIMEOUT_SECONDS": DRAIN_TIMEOUT_SECONDS}),
         skipped_on_cluster_destroy=True,
     ),

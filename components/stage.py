@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
+import shlex
+
 import pulumi
-from pulumi_command import remote
+from pulumi_command import local, remote
 
 from .config import NodeSpec, Settings
 from .scripts import Value, as_root, render
@@ -24,6 +26,20 @@ if TYPE_CHECKING:
 # How far a stack goes (config key `stages`), in order: a stage runs when its
 # scope is the stack's or comes before it.
 SCOPES = ("os-prep", "kubernetes")
+
+# Where a stage runs.
+NODE = "node"
+"""On its node, through the node's SSH connection."""
+CONTROL_PLANE = "control plane"
+"""On the control plane that admitted the node, with the admin kubeconfig."""
+NODE_IF_REACHABLE = "node if reachable"
+"""On its node through ssh from the Pulumi host; a node that no longer answers
+(a VM lost behind Pulumi's back) is skipped with a warning instead of failing."""
+# ssh from the Pulumi host: bounded, and like pulumi-command, without host key checks.
+SSH_OPTIONS = (
+    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "ConnectionAttempts=3",
+)
 
 
 def in_scope(scope: str, stack_scope: str) -> bool:
@@ -89,8 +105,8 @@ class Stage:
     """False for a resource that only acts when it is deleted (see `undo`)."""
     undo: Optional[Undo] = None
     """What deleting it runs."""
-    on_control_plane: bool = False
-    """Run on the control plane that admits the node, with the admin kubeconfig."""
+    runs_on: str = NODE
+    """NODE, CONTROL_PLANE or NODE_IF_REACHABLE."""
     reruns_on: Callable[[StageContext], list[pulumi.Input]] = _nothing
     """Values whose change runs the stage again."""
     keeps_stdin: bool = False
@@ -101,16 +117,26 @@ class Stage:
     """Its undo is pointless when the whole cluster goes (deleted with the leader's VM)."""
 
 
+def _if_reachable(context: StageContext, command: str) -> str:
+    """A local shell command that runs `command` on the node over ssh, or warns when it does not answer."""
+    ssh = shlex.join([
+        "ssh", "-i", str(context.settings.ssh.private_key_path.expanduser()), *SSH_OPTIONS,
+        f"{context.settings.ssh.user}@{context.node.ip}",
+    ])
+    warning = f"warning: {context.node.name} ({context.node.ip}) does not answer over SSH; skipped"
+    return f"if ! {ssh} true; then echo {shlex.quote(warning)} >&2; exit 0; fi; exec {ssh} {shlex.quote(command)}"
+
+
 def run_stages(
     stages: Sequence[Stage],
     prefix: str,
     context: StageContext,
     provided: Mapping[str, Sequence[pulumi.Resource]],
     parent: pulumi.Resource,
-) -> dict[str, remote.Command]:
+) -> dict[str, remote.Command | local.Command]:
     """The Commands of `stages` in the stack's scope, by stage name. `provided` maps the
     names a stage may wait for, besides earlier stages, to resources."""
-    done: dict[str, remote.Command] = {}
+    done: dict[str, remote.Command | local.Command] = {}
     for stage in stages:
         if not in_scope(stage.scope, context.settings.scope):
             continue
@@ -122,15 +148,22 @@ def run_stages(
                 waits_for.extend(provided[name])
             else:
                 raise ValueError(f"stage {stage.name} waits for {name!r}: no earlier stage or provided resource")
-        host = context.ticket.admin if stage.on_control_plane else context.host
-        done[stage.name] = remote.Command(
+        host = context.ticket.admin if stage.runs_on == CONTROL_PLANE else context.host
+        create = as_root(render(stage.name, host.name, stage.params(context))) if stage.creates else None
+        delete = as_root(render(stage.undo.script, host.name, stage.undo.params(context))) if stage.undo else None
+        if stage.runs_on == NODE_IF_REACHABLE:
+            command, where = local.Command, {}
+            create, delete = (_if_reachable(context, c) if c else None for c in (create, delete))
+        else:
+            command, where = remote.Command, {"connection": host.connection}
+        done[stage.name] = command(
             f"{prefix}-{stage.name}",
-            connection=host.connection,
-            create=as_root(render(stage.name, host.name, stage.params(context))) if stage.creates else None,
-            delete=as_root(render(stage.undo.script, host.name, stage.undo.params(context))) if stage.undo else None,
+            **where,
+            create=create,
+            delete=delete,
             stdin=pulumi.Output.secret(stage.stdin(context)) if stage.stdin else None,
             triggers=stage.reruns_on(context) or None,
-            logging=remote.Logging.NONE if stage.secret_stdout else remote.Logging.STDOUT_AND_STDERR,
+            logging="none" if stage.secret_stdout else "stdoutAndStderr",
             # Previous outputs would travel as SSH environment, which sshd refuses and which may be secret.
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(

@@ -1,21 +1,12 @@
 #!/usr/bin/env bash
 # Stage init (control plane): kubeadm init from the config file read on stdin
-# (it holds the bootstrap token), skipped once initialised; then the admin
-# kubeconfig for the SSH user, as the procedure does.
+# (it holds the bootstrap token), once: skipped after it succeeded, retried from
+# a reset node after it failed; then the admin kubeconfig for the SSH user, as
+# the procedure does.
 set -euo pipefail
 # @parameters
 
 readonly CONFIG=/etc/kubernetes/kubeadm-init.yaml
-readonly LOG=/var/log/kvm-kubeadm/init.log
-
-init_control_plane() {
-  if [[ -f /etc/kubernetes/admin.conf ]]; then
-    log "already initialised; kubeadm init skipped"
-    return 0
-  fi
-  run_logged "$LOG" kubeadm init --config "$CONFIG"
-  log "kubeadm init done"
-}
 
 copy_admin_kubeconfig() {
   local home group
@@ -27,7 +18,7 @@ copy_admin_kubeconfig() {
 
 main() {
   write_secret_file "$CONFIG"
-  init_control_plane
+  run_kubeadm_once init --config "$CONFIG"
   copy_admin_kubeconfig
   log "done"
 }

@@ -23,3 +23,35 @@ run_logged() {
     return 1
   fi
 }
+
+# kubeadm init and join write their files before they wait for the node to come
+# up. A marker held only while kubeadm runs tells an attempt that did not finish
+# (reset it, then retry) from a node that is done (skip).
+readonly KUBEADM_ATTEMPTS=/var/lib/kvm-kubeadm
+kubeadm_left_files() {
+  compgen -G '/etc/kubernetes/*.conf' >/dev/null || compgen -G '/etc/kubernetes/manifests/*.yaml' >/dev/null ||
+    [[ -e /etc/kubernetes/pki/ca.crt || -d /var/lib/etcd/member ]]
+}
+
+# kubeadm reset plus what it leaves in place, so that init or join can start clean.
+reset_kubeadm() {
+  kubeadm reset -f >/dev/null 2>&1 || log "kubeadm reset reported an error; continuing"
+  rm -rf /etc/cni/net.d "$KUBEADM_ATTEMPTS"
+}
+
+# Run `kubeadm "$@"` (init or join) once on this node.
+run_kubeadm_once() {
+  local attempt="$KUBEADM_ATTEMPTS/$STAGE.attempt"
+  if [[ -f "$attempt" ]]; then
+    log "an earlier kubeadm $1 did not finish; resetting for a clean retry"
+    reset_kubeadm
+  elif kubeadm_left_files; then
+    log "kubeadm $1 done before; skipped"
+    return 0
+  fi
+  install -d -m 0755 "$KUBEADM_ATTEMPTS"
+  touch "$attempt"
+  run_logged "/var/log/kvm-kubeadm/$STAGE.log" kubeadm "$@"
+  rm -f "$attempt"
+  log "kubeadm $1 done"
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stage remove-node (control plane, when a worker leaves the config): drain the
-# worker with a time bound, then delete its Node object.
+# worker with a time bound (not when it is NotReady: nothing there could act on
+# the drain), then delete its Node object.
 set -euo pipefail
 # @parameters
 
@@ -11,7 +12,12 @@ main() {
     log "node $TARGET_NODE is not in the cluster; nothing to remove"
     return 0
   fi
-  if ! kubectl drain "$TARGET_NODE" --ignore-daemonsets --delete-emptydir-data --force \
+  local ready
+  ready=$(kubectl get node "$TARGET_NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')
+  if [[ "$ready" != True ]]; then
+    # Its kubelet cannot evict anything: deleting the Node reschedules its pods.
+    log "node $TARGET_NODE is not Ready (Ready=${ready:-unknown}); deleted without a drain"
+  elif ! kubectl drain "$TARGET_NODE" --ignore-daemonsets --delete-emptydir-data --force \
     --timeout="${DRAIN_TIMEOUT_SECONDS}s"; then
     log "drain of $TARGET_NODE did not finish in ${DRAIN_TIMEOUT_SECONDS}s; deleting the node anyway"
   fi

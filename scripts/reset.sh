@@ -9,8 +9,8 @@ main() {
     return 0
   fi
   # A failed reset must not block removing a VM that is going away anyway.
-  kubeadm reset -f >/dev/null 2>&1 || log "kubeadm reset reported an error; continuing"
-  rm -rf /etc/cni/net.d /etc/kubernetes/kubeadm-join.yaml
+  reset_kubeadm
+  rm -f /etc/kubernetes/kubeadm-join.yaml
   log "kubeadm reset done"
 }
 

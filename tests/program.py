@@ -60,6 +60,7 @@ DOMAIN = "libvirt:index/domain:Domain"
 NETWORK = "libvirt:index/network:Network"
 VOLUME = "libvirt:index/volume:Volume"
 COMMAND = "command:remote:Command"
+LOCAL_COMMAND = "command:local:Command"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
 FAKE_CA_HASH = "sha256:" + "ab" * 32
@@ -193,8 +194,12 @@ class ProgramRun:
     def by_urn(self, urn: str) -> Registration:
         return next(r for r in self.registrations if r.urn == urn)
 
+    def stage_commands(self) -> list[Registration]:
+        """Every stage's Command: remote ones, and the local ones that reach a node over ssh."""
+        return self.of_type(COMMAND) + self.of_type(LOCAL_COMMAND)
+
     def commands(self, stage: str) -> list[Registration]:
-        return [r for r in self.of_type(COMMAND) if r.stage == stage]
+        return [r for r in self.stage_commands() if r.stage == stage]
 
     def longest_chain(self) -> int:
         """Resources on the longest path through dependencies (depends_on and property dependencies)."""

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from components import procedure
+from components.stage import NODE_IF_REACHABLE
 from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
 from tests.program import PROJECT_DIR
 from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
@@ -72,6 +74,17 @@ def test_token_stack_up_twice_then_destroy_with_the_token_secret_in_state(toolch
     assert not project.export_state()["deployment"].get("resources")
 
 
+def stage_command_types(workers: int) -> Counter:
+    """Command resources by type, as the procedure declares the stages."""
+    per_role = {"control plane": 1, "worker": workers, "cluster": 1}
+    return Counter(
+        "command:local:Command" if stage.runs_on == NODE_IF_REACHABLE else "command:remote:Command"
+        for role, stages in procedure.ROLES.items()
+        for stage in stages
+        for _ in range(per_role[role])
+    )
+
+
 def test_dev_preview_plans_exactly_the_expected_resources(libvirtd, ssh_keys, tmp_path):
     project = dev_project(tmp_path, ssh_keys, libvirtd)
     preview = project.preview_json()
@@ -88,7 +101,7 @@ def test_dev_preview_plans_exactly_the_expected_resources(libvirtd, ssh_keys, tm
         "libvirt:index/volume:Volume": 9,  # base image, and a root disk and a seed per node
         "libvirt:index/domain:Domain": 4,
         "pulumi-python:dynamic:Resource": 2,  # bootstrap token, control-plane sizing guard
-        "command:remote:Command": 23,
+        **stage_command_types(workers=3),
     }
     assert planned["pulumi:providers:libvirt"] == 1
 

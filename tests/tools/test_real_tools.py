@@ -69,7 +69,7 @@ def test_kubeadm_validates_every_stacks_init_and_join_config(kubeadm_bin, ssh_ke
     assert offline(kubeadm_bin, "config", "validate", "--config", str(init)).stdout.strip() == "ok"
     for worker in settings.workers[:1]:
         join = tmp_path / "join.yaml"
-        join.write_text(kubeadm.join_config(kubeadm.api_endpoint(settings), worker, generate_token(), "sha256:" + "0f" * 32))
+        join.write_text(kubeadm.join_config(kubeadm.api_endpoint(settings), worker, settings.kubernetes, generate_token(), "sha256:" + "0f" * 32))
         result = offline(kubeadm_bin, "config", "validate", "--config", str(join))
         assert result.stdout.strip() == "ok" and "W" not in result.stderr[:1], result.stderr
 

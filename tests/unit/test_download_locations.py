@@ -16,7 +16,7 @@ from components.config import parse
 from components.registries import certs_d_files
 from components.scripts import SCRIPTS_DIR, render
 from components.procedure import packages_params
-from tests.program import COMMAND, PROJECT_DIR, run_program
+from tests.program import PROJECT_DIR, run_program
 
 URL = re.compile(r"https?://[^\s'\"\\]+")
 UPSTREAM_HOSTS = ("pkgs.k8s.io", "registry.k8s.io", "ghcr.io", "docker.io", "download.docker.com", "github.com", "quay.io")
@@ -78,7 +78,7 @@ def test_every_location_the_stages_receive_comes_from_a_config_key(mirrored):
         "registries.docker.io (its API server)": ["https://registry-1.docker.io"],
     }
     received = []
-    for command in run.of_type(COMMAND):
+    for command in run.stage_commands():
         for field in ("create", "delete", "stdin"):
             received += URL.findall(command.inputs.get(field) or "")
     assert received

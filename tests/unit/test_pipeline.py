@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from components import procedure
 from tests.conftest import with_keys
 from tests.program import (
-    COMMAND, DOMAIN, DYNAMIC, FAKE_CA_HASH, FAKE_TOKEN, is_secret, load_stack_config, run_program,
+    COMMAND, DOMAIN, DYNAMIC, FAKE_CA_HASH, FAKE_TOKEN, LOCAL_COMMAND, is_secret, load_stack_config, run_program,
 )
 
 WORKERS = ["k8sworker1", "k8sworker2", "k8sworker3"]
@@ -47,8 +49,8 @@ def declared_commands() -> set[str]:
 
 
 def test_each_declared_stage_is_one_command(dev):
-    assert {command.name for command in dev.of_type(COMMAND)} == declared_commands()
-    assert len(dev.of_type(COMMAND)) == len(declared_commands())
+    assert {command.name for command in dev.stage_commands()} == declared_commands()
+    assert len(dev.stage_commands()) == len(declared_commands())
 
 
 @pytest.mark.parametrize("node, last", [("k8smaster", "init")] + [(w, "join") for w in WORKERS])
@@ -140,7 +142,7 @@ def test_secrets_travel_on_secret_stdin(dev, stage, count):
 
 
 def test_no_secret_appears_in_any_command_line(dev):
-    commands = dev.of_type(COMMAND)
+    commands = dev.stage_commands()
     assert len(commands) == len(declared_commands())
     for command in commands:
         for field in ("create", "delete"):
@@ -164,19 +166,33 @@ def test_a_refreshed_token_does_not_touch_joined_workers_or_init(dev):
 def test_worker_removal_drains_on_the_control_plane_then_resets_then_deletes_the_vm(dev):
     control_plane_domain = dev.by_name("k8s-k8smaster-node-domain")
     for worker in WORKERS:
-        join, membership = stage_of(dev, worker, "join"), stage_of(dev, worker, "membership")
+        join, reset, membership = (stage_of(dev, worker, stage) for stage in ("join", "reset", "membership"))
         domain = dev.by_name(f"k8s-{worker}-node-domain")
-        # Pulumi deletes dependents first: membership (drain) -> join (reset) -> domain.
-        assert join.urn in membership.dependencies
+        # Pulumi deletes dependents first: membership (drain) -> reset -> join -> domain.
+        assert reset.urn in membership.dependencies and join.urn in reset.dependencies
         assert domain.urn in closure(dev, join)
         assert "readonly STAGE=remove-node" in membership.inputs["delete"]
         assert f"readonly TARGET_NODE={worker}" in membership.inputs["delete"]
-        assert "readonly STAGE=reset" in join.inputs["delete"]
+        assert "readonly STAGE=reset" in reset.inputs["delete"]
+        assert not join.inputs.get("delete") and not reset.inputs.get("create")
         assert "kubectl drain" not in (membership.inputs.get("create") or "")
         # Membership runs on the control plane.
         assert membership.inputs["connection"]["host"] == "192.168.56.107"
         # On a full destroy, the whole cluster goes: skip drain and reset.
-        assert membership.deleted_with == control_plane_domain.urn and join.deleted_with == control_plane_domain.urn
+        assert membership.deleted_with == control_plane_domain.urn and reset.deleted_with == control_plane_domain.urn
+
+
+def test_the_reset_of_a_worker_whose_vm_is_gone_is_skipped_with_a_warning(dev, ssh_keys, tmp_path):
+    """The reset runs over ssh from the Pulumi host; an address that does not answer is skipped."""
+    reset = stage_of(dev, "k8sworker2", "reset")
+    assert reset.type == LOCAL_COMMAND
+    command = reset.inputs["delete"]
+    assert f"-i {ssh_keys[0]}" in command and "kube@192.168.56.124" in command
+    # Run it for real against an address nothing answers on: a fresh network namespace has no route.
+    unreachable = command.replace("192.168.56.124", "192.0.2.1")
+    result = subprocess.run(["unshare", "-rn", "sh", "-c", unreachable], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "warning: k8sworker2 (192.0.2.1) does not answer over SSH; skipped" in result.stderr
 
 
 def test_stages_connect_over_ssh_with_secret_key_and_bounded_retries(dev):

@@ -10,7 +10,7 @@ import pytest
 from components import procedure
 from components.stage import SCOPES, Stage, in_scope
 from tests.conftest import with_keys
-from tests.program import COMMAND, load_stack_config, run_program
+from tests.program import load_stack_config, run_program
 
 PROVIDED = {procedure.VM, procedure.BOOTSTRAP_TOKEN, procedure.JOIN_PREREQUISITES, procedure.POD_NETWORK, procedure.WORKERS}
 
@@ -45,7 +45,7 @@ def test_an_os_prep_stack_runs_exactly_the_os_prep_stages(dev_config):
         for stage in stages
         if stage.scope == "os-prep"
     }
-    assert expected and {command.name for command in run.of_type(COMMAND)} == expected
+    assert expected and {command.name for command in run.stage_commands()} == expected
 
 
 def test_adding_a_stage_is_one_entry(monkeypatch, ssh_keys):

@@ -39,11 +39,12 @@ CASES = {
 
 
 def normalised(text: str, keys) -> str:
-    """The throwaway key pair and the checkout's path are the only things that vary between runs."""
+    """The throwaway key pair, where it lies and the checkout's path are the only things that vary between runs."""
     private, public = keys
     for value, placeholder in (
         (private.read_text().strip(), "<ssh-private-key>"),
         (public.read_text().strip(), "<ssh-public-key>"),
+        (str(private), "<ssh-private-key-path>"),
         (str(PROJECT_DIR), "<project>"),
     ):
         text = text.replace(json.dumps(value)[1:-1], placeholder)

@@ -18,7 +18,7 @@ from components.procedure import packages_params
 from components.scripts import SCRIPTS_DIR, render
 from components.stage import in_scope
 from tests.conftest import with_keys
-from tests.program import COMMAND, PROJECT_DIR, load_stack_config, run_program
+from tests.program import LOCAL_COMMAND, PROJECT_DIR, load_stack_config, run_program
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 STAGES = sorted(p.stem for p in SCRIPTS_DIR.glob("*.sh") if p.name != "lib.sh")
@@ -35,10 +35,12 @@ def rendered_scripts(ssh_keys) -> dict[str, str]:
     run = run_program(with_keys(load_stack_config("dev"), ssh_keys))
     assert run.error is None, run.error
     scripts = {}
-    for command in run.of_type(COMMAND):
+    for command in run.stage_commands():
         for field in ("create", "delete"):
             line = command.inputs.get(field)
             if line:
+                if command.type == LOCAL_COMMAND:  # `… exec ssh … user@node 'sudo -n bash -c …'`
+                    line = shlex.split(line)[-1]
                 argv = shlex.split(line)
                 assert argv[:4] == ["sudo", "-n", "bash", "-c"] and len(argv) == 5, command.urn
                 scripts[f"{command.name}.{field}"] = argv[4]
@@ -248,3 +250,71 @@ def test_tool_scripts_pass_shellcheck():
     # tools/.shellcheckrc lets shellcheck follow `source tools/versions.env`.
     result = subprocess.run(["shellcheck", *scripts], cwd=tools, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
+
+
+FAKE_KUBEADM = """#!/bin/bash
+echo "$*" >>"$FAKE_LOG"
+if [[ "$1" == init ]]; then
+  mkdir -p /etc/kubernetes/manifests && touch /etc/kubernetes/admin.conf /etc/kubernetes/manifests/etcd.yaml
+fi
+if [[ "$1" == reset ]]; then rm -rf /etc/kubernetes/*.conf /etc/kubernetes/manifests; fi
+[[ "$1" == reset ]] || exit "$(cat "$FAKE_RC")"
+"""
+
+
+def run_init_attempt(tmp_path: Path, rc: int) -> subprocess.CompletedProcess:
+    """One run of the init stage's kubeadm step on a private /etc and /var (tmpfs in a
+    user and mount namespace that keep their state in tmp_path between attempts)."""
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    for directory in (bin_dir, state / "etc", state / "var"):
+        directory.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "kubeadm").write_text(FAKE_KUBEADM)
+    (bin_dir / "kubeadm").chmod(0o755)
+    (tmp_path / "rc").write_text(str(rc))
+    script = tmp_path / "init.sh"
+    script.write_text(render("init", "k8smaster", {"SSH_USER": "kube"}))
+    inner = (
+        f"mount --bind {state / 'etc'} /etc && mount --bind {state / 'var'} /var && "
+        f"source {shlex.quote(str(script))} && run_kubeadm_once init --config /etc/kubernetes/kubeadm-init.yaml"
+    )
+    return subprocess.run(
+        ["unshare", "-rm", "bash", "-c", f"set -euo pipefail; {inner}"],
+        env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{bin_dir}:/usr/bin:/bin",
+             "FAKE_LOG": str(tmp_path / "calls"), "FAKE_RC": str(tmp_path / "rc")},
+        capture_output=True, text=True, check=False,
+    )
+
+
+def kubeadm_calls(tmp_path: Path) -> list[str]:
+    calls = tmp_path / "calls"
+    return [line.split()[0] for line in calls.read_text().splitlines()] if calls.exists() else []
+
+
+def test_kubeadm_init_runs_once_and_is_skipped_after_it_succeeded(tmp_path):
+    first = run_init_attempt(tmp_path, rc=0)
+    assert first.returncode == 0, first.stderr
+    assert kubeadm_calls(tmp_path) == ["init"]
+    again = run_init_attempt(tmp_path, rc=0)
+    assert again.returncode == 0 and "done before; skipped" in again.stdout
+    assert kubeadm_calls(tmp_path) == ["init"]
+
+
+def test_a_failed_kubeadm_init_is_retried_from_a_reset_node(tmp_path):
+    # kubeadm writes admin.conf and the manifests before it waits for the control plane.
+    failed = run_init_attempt(tmp_path, rc=1)
+    assert failed.returncode != 0
+    assert "'kubeadm init' failed on k8smaster; last lines of /var/log/kvm-kubeadm/init.log" in failed.stderr
+    retry = run_init_attempt(tmp_path, rc=0)
+    assert retry.returncode == 0, retry.stderr
+    assert "did not finish; resetting for a clean retry" in retry.stdout
+    assert kubeadm_calls(tmp_path) == ["init", "reset", "init"]
+    assert run_init_attempt(tmp_path, rc=0).returncode == 0
+    assert kubeadm_calls(tmp_path) == ["init", "reset", "init"], "done now: no further kubeadm"
+
+
+def test_a_node_kubeadm_set_up_without_our_attempt_marker_is_left_alone(tmp_path):
+    (tmp_path / "state" / "etc" / "kubernetes").mkdir(parents=True)
+    (tmp_path / "state" / "etc" / "kubernetes" / "admin.conf").write_text("apiVersion: v1\n")
+    result = run_init_attempt(tmp_path, rc=0)
+    assert result.returncode == 0 and "done before; skipped" in result.stdout
+    assert kubeadm_calls(tmp_path) == [], "an initialised cluster is never reset"
