@@ -16,7 +16,7 @@ import pulumi
 from . import kubeadm, registries
 from .config import Settings
 from .scripts import Value
-from .stage import CONTROL_PLANE as ON_CONTROL_PLANE, NODE_IF_REACHABLE, Stage, StageContext, Undo
+from .stage import ON_CONTROL_PLANE, ON_NODE_IF_REACHABLE, Stage, StageContext, Undo
 
 VM = "vm"
 BOOTSTRAP_TOKEN = "bootstrap-token"
@@ -124,7 +124,7 @@ WORKER = (
     ),
     # On removal, `kubeadm reset` on the worker; a worker whose VM is already gone
     # is skipped with a warning, so that removing it from the config still works.
-    Stage("reset", after=("join",), creates=False, runs_on=NODE_IF_REACHABLE, undo=Undo("reset"), skipped_on_cluster_destroy=True),
+    Stage("reset", after=("join",), creates=False, runs_on=ON_NODE_IF_REACHABLE, undo=Undo("reset"), skipped_on_cluster_destroy=True),
     # Runs on the control plane after the reset entry, so on removal it is deleted
     # first: drain and delete the Node, then reset, then the VM.
     Stage(

@@ -28,11 +28,11 @@ if TYPE_CHECKING:
 SCOPES = ("os-prep", "kubernetes")
 
 # Where a stage runs.
-NODE = "node"
+ON_NODE = "node"
 """On its node, through the node's SSH connection."""
-CONTROL_PLANE = "control plane"
+ON_CONTROL_PLANE = "control plane"
 """On the control plane that admitted the node, with the admin kubeconfig."""
-NODE_IF_REACHABLE = "node if reachable"
+ON_NODE_IF_REACHABLE = "node if reachable"
 """On its node through ssh from the Pulumi host; a node that no longer answers
 (a VM lost behind Pulumi's back) is skipped with a warning instead of failing."""
 # ssh from the Pulumi host: bounded, and like pulumi-command, without host key checks.
@@ -105,8 +105,8 @@ class Stage:
     """False for a resource that only acts when it is deleted (see `undo`)."""
     undo: Optional[Undo] = None
     """What deleting it runs."""
-    runs_on: str = NODE
-    """NODE, CONTROL_PLANE or NODE_IF_REACHABLE."""
+    runs_on: str = ON_NODE
+    """ON_NODE, ON_CONTROL_PLANE or ON_NODE_IF_REACHABLE."""
     reruns_on: Callable[[StageContext], list[pulumi.Input]] = _nothing
     """Values whose change runs the stage again."""
     keeps_stdin: bool = False
@@ -148,10 +148,10 @@ def run_stages(
                 waits_for.extend(provided[name])
             else:
                 raise ValueError(f"stage {stage.name} waits for {name!r}: no earlier stage or provided resource")
-        host = context.ticket.admin if stage.runs_on == CONTROL_PLANE else context.host
+        host = context.ticket.admin if stage.runs_on == ON_CONTROL_PLANE else context.host
         create = as_root(render(stage.name, host.name, stage.params(context))) if stage.creates else None
         delete = as_root(render(stage.undo.script, host.name, stage.undo.params(context))) if stage.undo else None
-        if stage.runs_on == NODE_IF_REACHABLE:
+        if stage.runs_on == ON_NODE_IF_REACHABLE:
             command, where = local.Command, {}
             create, delete = (_if_reachable(context, c) if c else None for c in (create, delete))
         else:

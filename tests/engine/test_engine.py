@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from components import procedure
-from components.stage import NODE_IF_REACHABLE
+from components.stage import ON_NODE_IF_REACHABLE
 from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
 from tests.program import PROJECT_DIR
 from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
@@ -78,7 +78,7 @@ def stage_command_types(workers: int) -> Counter:
     """Command resources by type, as the procedure declares the stages."""
     per_role = {"control plane": 1, "worker": workers, "cluster": 1}
     return Counter(
-        "command:local:Command" if stage.runs_on == NODE_IF_REACHABLE else "command:remote:Command"
+        "command:local:Command" if stage.runs_on == ON_NODE_IF_REACHABLE else "command:remote:Command"
         for role, stages in procedure.ROLES.items()
         for stage in stages
         for _ in range(per_role[role])
