@@ -56,9 +56,9 @@ newest_matching() {
   done | sort -V | tail -n 1
 }
 
-# The installed version of package $1, or nothing.
+# The installed version of package $1, or nothing (dpkg-query fails for a package it never saw).
 installed_version() {
-  dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$1" 2>/dev/null | awk '$1 == "ii" { print $2 }'
+  { dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$1" 2>/dev/null || true; } | awk '$1 == "ii" { print $2 }'
 }
 
 install_kube_packages() {

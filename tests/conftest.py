@@ -32,7 +32,7 @@ def dev_config(ssh_keys) -> dict:
     return with_keys(load_stack_config("dev"), ssh_keys)
 
 
-SUITE_ORDER = ("unit", "tools", "engine", "e2e")
+SUITE_ORDER = ("unit", "tools", "engine", "mirror", "e2e")
 
 
 def pytest_collection_modifyitems(items):

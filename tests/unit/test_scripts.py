@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -245,7 +246,7 @@ def test_a_failing_logged_step_shows_its_log_tail_redacted(tmp_path):
 
 def test_tool_scripts_pass_shellcheck():
     tools = PROJECT_DIR / "tools"
-    scripts = sorted(str(p) for p in [*tools.glob("*.sh"), *tools.glob("toolchain/*.sh"), PROJECT_DIR / ".ci" / "run"])
+    scripts = sorted(str(p) for p in [*tools.rglob("*.sh"), PROJECT_DIR / ".ci" / "run"])
     assert len(scripts) >= 6
     # tools/.shellcheckrc lets shellcheck follow `source tools/versions.env`.
     result = subprocess.run(["shellcheck", *scripts], cwd=tools, capture_output=True, text=True, check=False)
@@ -318,3 +319,11 @@ def test_a_node_kubeadm_set_up_without_our_attempt_marker_is_left_alone(tmp_path
     result = run_init_attempt(tmp_path, rc=0)
     assert result.returncode == 0 and "done before; skipped" in result.stdout
     assert kubeadm_calls(tmp_path) == [], "an initialised cluster is never reset"
+
+
+def test_installed_version_is_empty_for_a_package_dpkg_never_saw(tmp_path):
+    script = render("packages", "k8sworker1", {})
+    found = source_and_run(script, "installed_version no-such-package-kvmk; echo rc=$?; installed_version bash", tmp_path)
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    assert lines[0] == "rc=0" and re.match(r"^\d", lines[1]), lines
