@@ -23,8 +23,10 @@ def _toml(value: object) -> str:
     return json.dumps(value)
 
 
-def _ca_path(host: str) -> str:
-    return f"{CERTS_D}/{host}/ca.crt"
+def _ca_path(host: str, seen_from: str) -> str:
+    """Where hosts.toml of `seen_from` finds the CA of `host`: containerd resolves a
+    relative path against that file's directory, so certs.d works wherever it lies."""
+    return "ca.crt" if host == seen_from else f"../{host}/ca.crt"
 
 
 def hosts_toml(registry: RegistryAccess, by_host: dict[str, RegistryAccess]) -> str:
@@ -32,12 +34,12 @@ def hosts_toml(registry: RegistryAccess, by_host: dict[str, RegistryAccess]) -> 
     scheme = "http" if registry.plain_http else "https"
     lines = [f"server = {_toml(API_SERVERS.get(registry.host, f'{scheme}://{registry.host}'))}"]
     if registry.ca_pem:
-        lines.append(f"ca = {_toml(_ca_path(registry.host))}")
+        lines.append(f"ca = {_toml(_ca_path(registry.host, registry.host))}")
     for mirror in registry.mirrors:
         lines += ["", f"[host.{_toml(mirror)}]", f"  capabilities = {_toml(PULL_CAPABILITIES)}"]
         mirror_host = by_host.get(urlsplit(mirror).netloc)
         if mirror_host is not None and mirror_host.ca_pem:
-            lines.append(f"  ca = {_toml(_ca_path(mirror_host.host))}")
+            lines.append(f"  ca = {_toml(_ca_path(mirror_host.host, registry.host))}")
     return "\n".join(lines) + "\n"
 
 

@@ -14,8 +14,9 @@ readonly DOCKER_KEYRING=/etc/apt/keyrings/docker.asc
 readonly DOCKER_LIST=/etc/apt/sources.list.d/docker.list
 readonly CERTS_D=/etc/containerd/certs.d
 
+# Dpkg::Use-Pty=0: no progress bars in the stage's log.
 apt_get() {
-  DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Options::=--force-confold "$@"
+  DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confold "$@"
 }
 
 # Point the OS archive entries (deb822 and one-line formats) at the mirror, keeping each path.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages that the real-libvirt end-to-end test needs:
 # QEMU (software emulation), libvirtd + virsh, dnsmasq for libvirt's NAT
-# networks, and mmdebstrap + e2fsprogs + qemu-img to build the guest image.
+# networks, and mmdebstrap + e2fsprogs + qemu-img to build the guest image;
+# also what the offline mirror kit (tools/mirror-kit) builds and signs with.
 #
 # Idempotent: packages already installed are skipped; apt-get update runs only
 # when something is missing.  Must run as root on Debian 12 (bookworm).
@@ -25,6 +26,17 @@ PACKAGES=(
   openssh-client       # ssh into guests, ssh-keygen
   procps               # pgrep/ps for the harness's cleanup checks
   python3
+  # the offline mirror kit (tools/mirror-kit/build-debs.sh) and its test
+  apt-utils            # apt-ftparchive: Packages and Release files
+  dpkg-dev             # dpkg-shlibdeps: containerd.io's Depends
+  gnupg                # the mirror's signing key, InRelease/Release.gpg
+  xz-utils
+  gcc libc6-dev pkg-config libseccomp-dev   # runc's cgo build with seccomp
+  # the offline mirror kit's images (tools/mirror-kit/build-images.sh; gcc and
+  # libc6-dev above also build pause and flanneld's cgo)
+  binutils             # readelf, strip
+  libcap2-bin          # setcap: coredns binds port 53 as a non-root user
+  openssl curl         # the kit CA and certificates; registry readiness
 )
 
 if [[ ${EUID} -ne 0 ]]; then
@@ -64,7 +76,7 @@ fi
 
 # Sanity check: the tools the harness and image builder call.
 for tool in qemu-system-x86_64 qemu-img libvirtd virtlogd virsh dnsmasq ip \
-            mmdebstrap mkfs.ext4 ssh ssh-keygen; do
+            mmdebstrap mkfs.ext4 ssh ssh-keygen apt-ftparchive dpkg-shlibdeps gpg; do
   if ! command -v "${tool}" >/dev/null 2>&1; then
     echo "install-e2e-deps.sh: ${tool} still missing after install" >&2
     exit 1

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Set up a fresh checkout: the virtualenv with pinned dependencies and the
 # Debian tools the unit tests call (shellcheck, ssh-keygen, openssl).
-# With --full, also what the real-engine, real-tools and e2e tests need: the
-# Pulumi/kubeadm/containerd toolchain built from Go modules, libvirt and QEMU,
-# and the Debian guest image.
+# With --full, also what the real-engine, real-tools, mirror and e2e tests
+# need: the Pulumi/kubeadm/containerd toolchain built from Go modules, libvirt
+# and QEMU, the Debian guest image and the offline mirror kit.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,5 +40,6 @@ if ((full)); then
   tools/install-e2e-deps.sh
   tools/build-toolchain.sh
   tools/build-guest-image.sh
+  tools/mirror-kit/build.sh
 fi
 echo "setup done"

@@ -108,14 +108,14 @@ def test_hosts_toml_sends_each_registry_to_its_mirrors_with_their_trust(mirrored
     assert k8s["server"] == "https://registry.k8s.io"
     assert k8s["host"] == {
         "https://images.mirror.test:5000": {
-            "capabilities": ["pull", "resolve"], "ca": "/etc/containerd/certs.d/images.mirror.test:5000/ca.crt",
+            "capabilities": ["pull", "resolve"], "ca": "../images.mirror.test:5000/ca.crt",
         }
     }
     docker = tomllib.loads(files["docker.io/hosts.toml"])
     assert docker["server"] == "https://registry-1.docker.io"
     assert docker["host"] == {"http://plain.mirror.test:5000": {"capabilities": ["pull", "resolve"]}}
     private = tomllib.loads(files["images.mirror.test:5000/hosts.toml"])
-    assert private == {"server": "https://images.mirror.test:5000", "ca": "/etc/containerd/certs.d/images.mirror.test:5000/ca.crt"}
+    assert private == {"server": "https://images.mirror.test:5000", "ca": "ca.crt"}
     assert tomllib.loads(files["plain.mirror.test:5000/hosts.toml"]) == {"server": "http://plain.mirror.test:5000"}
     assert files["images.mirror.test:5000/ca.crt"] == ca_file.read_text()
 

@@ -4,6 +4,10 @@
 # (log, stamp_ok, stamp_write) and directories (BIN_DIR, TC_DIR) it uses:
 #
 #   build_kubeadm         kubeadm ${KUBEADM_VERSION} from module k8s.io/kubernetes
+#   kube_wrapper_module, kube_go_build
+#                         the wrapper module and release build flags for any
+#                         k8s.io/kubernetes main package (also used by
+#                         tools/mirror-kit/build-images.sh)
 #   build_containerd_as VERSION NAME
 #                         containerd 2.x from github.com/containerd/containerd/v2
 #                         (v2.0-v2.2 write config version 3; v2.3+ write version 4,
@@ -39,35 +43,25 @@ module_info() {
   printf '%s\n' "${json}" | sed -n "s/^[[:space:]]*\"${field}\": \"\\(.*\\)\",\\{0,1\\}\$/\\1/p"
 }
 
-build_kubeadm() {
-  local version="${KUBEADM_VERSION:?KUBEADM_VERSION is not set (tools/versions.env)}"
-  local bin="${BIN_DIR}/kubeadm"
-  if stamp_ok kubeadm "${version}" "${bin}"; then
-    log "kubeadm ${version}: up to date"
-    return 0
-  fi
+# kube_wrapper_module DIR VERSION NAME PKG...: write, in DIR (emptied), a Go
+# module NAME that can build the main packages PKG... of k8s.io/kubernetes
+# VERSION (v1.N.M), and `go mod tidy` it.  k8s.io/kubernetes is not meant to be
+# a dependency: its go.mod points every staging module (k8s.io/api,
+# k8s.io/client-go, ...) at ./staging/src/..., which the module zip does not
+# contain, so each is replaced by its published version v0.N.M.
+kube_wrapper_module() {
+  local src="$1" version="$2" name="$3"
+  shift 3
   if [[ ! "${version}" =~ ^v1\.([0-9]+)\.([0-9]+)$ ]]; then
-    log "KUBEADM_VERSION must look like v1.N.M, got '${version}'"
+    log "kubernetes version must look like v1.N.M, got '${version}'"
     return 1
   fi
-  local minor="${BASH_REMATCH[1]}"
-  # The staging modules (k8s.io/api, k8s.io/client-go, ...) are published as
-  # v0.N.M for Kubernetes v1.N.M.
   local staging="v0.${version#v1.}"
   command -v go >/dev/null || { log "go not found"; return 1; }
-  log "building kubeadm ${version} (staging modules ${staging})"
-
-  local kube_gomod build_date
+  local kube_gomod
   kube_gomod="$(module_info "k8s.io/kubernetes@${version}" GoMod)"
-  build_date="$(module_info "k8s.io/kubernetes@${version}" Time)"
   [[ -f "${kube_gomod}" ]] || { log "no go.mod for k8s.io/kubernetes@${version}"; return 1; }
-
-  # Wrapper module: k8s.io/kubernetes is not meant to be a dependency; its
-  # go.mod points every staging module at ./staging/src/..., which the module
-  # zip does not contain.  Replace each of them by its published version.
-  local src="${TC_DIR}/src/kubeadm-${version}"
-  rm -rf "${src}"
-  mkdir -p "${src}"
+  rm -rf "${src}" && mkdir -p "${src}" || return 1
   local go_line godebug_line replaces
   go_line="$(sed -n 's/^go \([0-9.]*\)$/go \1/p' "${kube_gomod}" | head -n1)"
   godebug_line="$(sed -n '/^godebug /p' "${kube_gomod}" | head -n1)"
@@ -86,19 +80,37 @@ build_kubeadm() {
       inblock && $2 == "=>" && $3 !~ /^\.\/staging\// { bad = 1 }
       !inblock && $1 == "replace" && $4 !~ /^\.\/staging\// { bad = 1 }
       END { exit bad ? 0 : 1 }' "${kube_gomod}"; then
-    log "k8s.io/kubernetes@${version} has non-staging replace directives; update build_kubeadm"
+    log "k8s.io/kubernetes@${version} has non-staging replace directives; update kube_wrapper_module"
     return 1
   fi
   {
-    printf 'module kubeadm-build\n\n%s\n\n' "${go_line:-go 1.26.0}"
+    printf 'module %s\n\n%s\n\n' "${name}" "${go_line:-go 1.26.0}"
     if [[ -n "${godebug_line}" ]]; then printf '%s\n\n' "${godebug_line}"; fi
     printf 'require k8s.io/kubernetes %s\n\nreplace (\n%s\n)\n' "${version}" "${replaces}"
   } >"${src}/go.mod"
-  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kubeadm"\n' >"${src}/tools.go"
+  local pkg
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for pkg in "$@"; do printf '\t_ "%s"\n' "${pkg}"; done
+    printf ')\n'
+  } >"${src}/tools.go"
+  (cd "${src}" && GOWORK=off go mod tidy)
+}
 
-  # Same tags, flags and version variables as hack/lib/golang.sh and
-  # hack/lib/version.sh use for a release build (kubeadm takes its own version
-  # for defaults and version-skew checks, so gitVersion must be right).
+# kube_go_build DIR VERSION OUT PKG...: build PKG... (main packages of
+# k8s.io/kubernetes) in the wrapper module DIR into OUT (a file for one
+# package, a directory ending in / for several), with the tags, flags and
+# version variables that hack/lib/golang.sh and hack/lib/version.sh use for a
+# release build (kubeadm takes its own version for defaults and version-skew
+# checks, so gitVersion must be right).  KUBE_TOOLS_NICE (default 0) is the
+# nice level.
+kube_go_build() {
+  local src="$1" version="$2" out="$3"
+  shift 3
+  [[ "${version}" =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] || { log "bad kubernetes version '${version}'"; return 1; }
+  local minor="${BASH_REMATCH[1]}" build_date
+  # `|| return`: callers may run this in a condition, where set -e is off.
+  build_date="$(module_info "k8s.io/kubernetes@${version}" Time)" || return 1
   local ldflags="-s -w" pkg key val
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     for key in gitVersion gitCommit gitMajor gitMinor gitTreeState buildDate; do
@@ -113,15 +125,26 @@ build_kubeadm() {
       ldflags+=" -X '${pkg}.${key}=${val}'"
     done
   done
+  (
+    cd "${src}" || exit 1
+    GOWORK=off CGO_ENABLED=0 nice -n "${KUBE_TOOLS_NICE:-0}" go build -p "${KUBE_TOOLS_GO_P}" -trimpath \
+      -tags selinux,notest,grpcnotrace -ldflags "all=${ldflags}" -o "${out}" "$@"
+  )
+}
 
+build_kubeadm() {
+  local version="${KUBEADM_VERSION:?KUBEADM_VERSION is not set (tools/versions.env)}"
+  local bin="${BIN_DIR}/kubeadm"
+  if stamp_ok kubeadm "${version}" "${bin}"; then
+    log "kubeadm ${version}: up to date"
+    return 0
+  fi
+  log "building kubeadm ${version}"
+  local src="${TC_DIR}/src/kubeadm-${version}" pkg=k8s.io/kubernetes/cmd/kubeadm
   mkdir -p "${BIN_DIR}"
   local tmpbin="${bin}.tmp.$$"
-  if ! (
-    cd "${src}"
-    GOWORK=off go mod tidy
-    GOWORK=off CGO_ENABLED=0 go build -p "${KUBE_TOOLS_GO_P}" -trimpath -tags selinux,notest,grpcnotrace \
-      -ldflags "all=${ldflags}" -o "${tmpbin}" k8s.io/kubernetes/cmd/kubeadm
-  ); then
+  if ! kube_wrapper_module "${src}" "${version}" kubeadm-build "${pkg}" \
+    || ! kube_go_build "${src}" "${version}" "${tmpbin}" "${pkg}"; then
     rm -f "${tmpbin}"
     log "kubeadm ${version}: build failed"
     return 1

@@ -1,0 +1,182 @@
+# shellcheck shell=bash
+# serving.sh: the CA, the registry and the daemons of the image half of the
+# mirror kit; sourced by tools/mirror-kit/build-images.sh and serve.sh after
+# tools/mirror-kit/lib.sh (mk_init sets MK_OUT; logging is lib.sh's mk_log).
+#
+#   kit_ensure_ca               the kit CA, made once: ${MK_OUT}/pki/ca.{crt,key}
+#   kit_server_cert ADDRESS     a server certificate for ADDRESS (IP or DNS SAN)
+#                               signed by that CA; prints the .crt path
+#   kit_spawn NAME CMD...       a daemon in its own session; PID in ${MK_OUT}/run/NAME.pid,
+#                               output in ${MK_OUT}/run/NAME.log
+#   kit_pid NAME / kit_stop NAME
+#                               its PID if it runs / stop it by that PID
+#   kit_wait_url NAME URL [CURL-ARGS...]
+#                               wait until URL answers (or NAME died)
+#   kit_registry_start ADDR PORT NAME
+#                               the registry (distribution) over TLS on ADDR:PORT,
+#                               storage ${MK_OUT}/registry
+#   kit_free_port               a free TCP port on 127.0.0.1
+
+# ---------------------------------------------------------------------------
+# PKI: one CA per mirror directory; server certificates per address
+# ---------------------------------------------------------------------------
+kit_ensure_ca() {
+  local pki="${MK_OUT}/pki"
+  if [[ -s "${pki}/ca.crt" && -s "${pki}/ca.key" ]]; then
+    return 0
+  fi
+  command -v openssl >/dev/null || mk_die "openssl not found (apt-get install openssl)"
+  mkdir -p "${pki}"
+  mk_log "making the kit CA ${pki}/ca.crt"
+  # -config /dev/null: no extensions from the system openssl.cnf; exactly these.
+  (umask 077 && openssl req -x509 -new -nodes -config /dev/null -days 3650 \
+    -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "${pki}/ca.key.tmp" \
+    -subj "/CN=kvm-kubeadm mirror kit CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -addext "subjectKeyIdentifier=hash" \
+    -out "${pki}/ca.crt.tmp" 2>/dev/null)
+  mv -f "${pki}/ca.key.tmp" "${pki}/ca.key"
+  chmod 0644 "${pki}/ca.crt.tmp"
+  mv -f "${pki}/ca.crt.tmp" "${pki}/ca.crt"
+}
+
+# kit_server_cert ADDRESS: make (once per CA) ${MK_OUT}/pki/servers/ADDRESS.{crt,key},
+# with ADDRESS as IP SAN (or DNS SAN for a name); prints the .crt path.
+kit_server_cert() {
+  local addr="$1" dir="${MK_OUT}/pki/servers" san
+  local crt="${dir}/${addr}.crt" key="${dir}/${addr}.key"
+  kit_ensure_ca
+  if [[ -s "${crt}" && -s "${key}" ]] \
+    && openssl verify -CAfile "${MK_OUT}/pki/ca.crt" "${crt}" >/dev/null 2>&1 \
+    && openssl x509 -in "${crt}" -noout -checkend 604800 >/dev/null; then
+    printf '%s\n' "${crt}"
+    return 0
+  fi
+  if [[ "${addr}" =~ ^[0-9.]+$ || "${addr}" == *:* ]]; then san="IP:${addr}"; else san="DNS:${addr}"; fi
+  mkdir -p "${dir}"
+  (umask 077 && openssl req -new -nodes -config /dev/null -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+    -keyout "${key}" -subj "/CN=${addr}" 2>/dev/null) \
+    | openssl x509 -req -CA "${MK_OUT}/pki/ca.crt" -CAkey "${MK_OUT}/pki/ca.key" \
+      -set_serial "0x$(openssl rand -hex 16)" -days 825 -out "${crt}" \
+      -extfile <(printf '%s\n' "subjectAltName=${san}" "basicConstraints=critical,CA:FALSE" \
+        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" \
+        "authorityKeyIdentifier=keyid") 2>/dev/null
+  printf '%s\n' "${crt}"
+}
+
+# ---------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------
+kit_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# kit_spawn NAME CMD...: start CMD in the background in its own session, with
+# output to ${MK_OUT}/run/NAME.log, and record its PID in ${MK_OUT}/run/NAME.pid.
+kit_spawn() {
+  local name="$1" run="${MK_OUT}/run"
+  shift
+  mkdir -p "${run}"
+  setsid "$@" >"${run}/${name}.log" 2>&1 </dev/null &
+  printf '%s\n' "$!" >"${run}/${name}.pid"
+}
+
+# kit_pid NAME: the PID recorded for NAME if that process is still running.
+kit_pid() {
+  local file="${MK_OUT}/run/$1.pid" pid
+  [[ -s "${file}" ]] || return 1
+  pid="$(cat "${file}")"
+  [[ "${pid}" =~ ^[0-9]+$ ]] && kill -0 "${pid}" 2>/dev/null || return 1
+  printf '%s\n' "${pid}"
+}
+
+# kit_stop NAME: stop the process recorded in ${MK_OUT}/run/NAME.pid (TERM,
+# then KILL after 10 s) and remove the PID file.
+kit_stop() {
+  local name="$1" pid i
+  if pid="$(kit_pid "${name}")"; then
+    kill -TERM "${pid}" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "${pid}" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "${pid}" 2>/dev/null; then
+      mk_log "${name} (PID ${pid}) did not stop on TERM: KILL"
+      kill -KILL "${pid}" 2>/dev/null || true
+    fi
+    mk_log "stopped ${name} (PID ${pid})"
+  fi
+  rm -f "${MK_OUT}/run/${name}.pid"
+}
+
+# kit_wait_url NAME URL [CURL-ARGS...]: wait up to 30 s until URL answers;
+# fails early (with the log's tail) if process NAME has died.
+kit_wait_url() {
+  local name="$1" url="$2" i
+  shift 2
+  for ((i = 0; i < 300; i++)); do
+    if curl -fsS -o /dev/null --max-time 2 "$@" "${url}" 2>/dev/null; then
+      return 0
+    fi
+    if ! kit_pid "${name}" >/dev/null; then
+      tail -n 20 "${MK_OUT}/run/${name}.log" >&2 || true
+      mk_die "${name} exited before ${url} answered"
+    fi
+    sleep 0.1
+  done
+  tail -n 20 "${MK_OUT}/run/${name}.log" >&2 || true
+  mk_die "${url} did not answer within 30 s"
+}
+
+# ---------------------------------------------------------------------------
+# the registry
+# ---------------------------------------------------------------------------
+# kit_registry_config FILE ADDR PORT: a distribution config serving
+# ${MK_OUT}/registry over TLS on ADDR:PORT with a certificate for ADDR.
+kit_registry_config() {
+  local file="$1" addr="$2" port="$3" crt
+  crt="$(kit_server_cert "${addr}")"
+  mkdir -p "$(dirname "${file}")" "${MK_OUT}/registry"
+  local host="${addr}"
+  if [[ "${addr}" == *:* ]]; then host="[${addr}]"; fi
+  cat >"${file}" <<EOF
+# written by tools/mirror-kit (kit.sh kit_registry_config)
+version: 0.1
+log:
+  level: info
+  fields:
+    service: registry
+storage:
+  filesystem:
+    rootdirectory: ${MK_OUT}/registry
+  cache:
+    blobdescriptor: inmemory
+  redirect:
+    disable: true
+http:
+  addr: ${host}:${port}
+  # One instance: any secret will do (without one the registry warns and makes one up).
+  secret: $(openssl rand -hex 16)
+  tls:
+    certificate: ${crt}
+    key: ${crt%.crt}.key
+  headers:
+    X-Content-Type-Options: [nosniff]
+EOF
+}
+
+# kit_registry_start ADDR PORT NAME: serve the registry on ADDR:PORT (TLS);
+# returns when /v2/ answers with the kit CA.
+kit_registry_start() {
+  local addr="$1" port="$2" name="$3" cfg host="$1" bin="${MK_OUT}/bin/registry"
+  [[ -x "${bin}" ]] || mk_die "${bin} missing: run tools/mirror-kit/build-images.sh"
+  cfg="${MK_OUT}/run/${name}.yml"
+  kit_registry_config "${cfg}" "${addr}" "${port}"
+  if [[ "${addr}" == *:* ]]; then host="[${addr}]"; fi
+  # No trace exporter: the registry would otherwise send spans to an OTLP
+  # collector on localhost:4318.
+  OTEL_TRACES_EXPORTER=none kit_spawn "${name}" "${bin}" serve "${cfg}"
+  kit_wait_url "${name}" "https://${host}:${port}/v2/" --cacert "${MK_OUT}/pki/ca.crt"
+  mk_log "${name}: https://${host}:${port} (PID $(cat "${MK_OUT}/run/${name}.pid"), storage ${MK_OUT}/registry)"
+}
