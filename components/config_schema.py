@@ -216,6 +216,11 @@ class Kubernetes(_Section):
     kubelet_timeout_seconds: int = Field(
         240, ge=60, description="how long kubeadm waits for the kubelet to turn healthy (its `kubeletHealthCheck`)",
     )
+    api_call_timeout_seconds: int = Field(
+        60, ge=10,
+        description="how long kubeadm retries one call to the API server, e.g. while it sets up the admin user "
+        "(its `kubernetesAPICall`); raise it on slow or emulated hosts",
+    )
     join_timeout_seconds: int = Field(
         300, ge=60,
         description="how long a joining node's kubeadm waits for discovery and for its TLS bootstrap "

@@ -45,6 +45,7 @@ def init_timeouts(kubernetes: Kubernetes) -> dict[str, str]:
     return {
         "controlPlaneComponentHealthCheck": _duration(kubernetes.control_plane_timeout_seconds),
         "kubeletHealthCheck": _duration(kubernetes.kubelet_timeout_seconds),
+        "kubernetesAPICall": _duration(kubernetes.api_call_timeout_seconds),
     }
 
 
@@ -53,6 +54,7 @@ def join_timeouts(kubernetes: Kubernetes) -> dict[str, str]:
         "kubeletHealthCheck": _duration(kubernetes.kubelet_timeout_seconds),
         "discovery": _duration(kubernetes.join_timeout_seconds),
         "tlsBootstrap": _duration(kubernetes.join_timeout_seconds),
+        "kubernetesAPICall": _duration(kubernetes.api_call_timeout_seconds),
     }
 
 
