@@ -58,8 +58,10 @@ newest_matching() {
 }
 
 # The installed version of package $1, or nothing (dpkg-query fails for a package it never saw).
+# The status's second letter says installed; the first is the selection (i, or h when held).
 installed_version() {
-  { dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$1" 2>/dev/null || true; } | awk '$1 == "ii" { print $2 }'
+  { dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$1" 2>/dev/null || true; } |
+    awk 'substr($1, 2, 1) == "i" { print $2 }'
 }
 
 install_kube_packages() {

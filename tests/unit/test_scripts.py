@@ -327,3 +327,18 @@ def test_installed_version_is_empty_for_a_package_dpkg_never_saw(tmp_path):
     assert found.returncode == 0, found.stderr
     lines = found.stdout.splitlines()
     assert lines[0] == "rc=0" and re.match(r"^\d", lines[1]), lines
+
+
+def test_installed_version_counts_a_held_package_as_installed(tmp_path):
+    """dpkg-query's status of a held, installed package starts with "hi", not "ii"."""
+    fake = tmp_path / "bin" / "dpkg-query"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/bash\necho 'hi  1.36.3-1.1'\n")
+    fake.chmod(0o755)
+    script = tmp_path / "packages.sh"
+    script.write_text(render("packages", "k8sworker1", {}))
+    found = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail; source {script}; installed_version kubeadm"],
+        env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{fake.parent}:/usr/bin:/bin"}, capture_output=True, text=True, check=False,
+    )
+    assert (found.returncode, found.stdout) == (0, "1.36.3-1.1\n"), found.stderr
