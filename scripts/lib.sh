@@ -33,10 +33,15 @@ kubeadm_left_files() {
     [[ -e /etc/kubernetes/pki/ca.crt || -d /var/lib/etcd/member ]]
 }
 
-# kubeadm reset plus what it leaves in place, so that init or join can start clean.
+# kubeadm reset plus what it leaves in place (the CNI configs), so that init or
+# join can start clean. The directory itself stays: containerd 2.x's CRI plugin
+# watches it and exits when it is removed.
 reset_kubeadm() {
   kubeadm reset -f >/dev/null 2>&1 || log "kubeadm reset reported an error; continuing"
-  rm -rf /etc/cni/net.d "$KUBEADM_ATTEMPTS"
+  if [[ -d /etc/cni/net.d ]]; then
+    find /etc/cni/net.d -mindepth 1 \( -name '*.conf' -o -name '*.conflist' -o -name '*.json' \) -delete
+  fi
+  rm -rf "$KUBEADM_ATTEMPTS"
 }
 
 # Run `kubeadm "$@"` (init or join) once on this node.

@@ -189,17 +189,36 @@ def test_the_stage_installs_the_archives_containerd(served, distro_containerd):
     assert "containerd" in served.node.out("apt-mark showhold").split()
 
 
-def test_the_kit_packages_find_their_os_dependencies_here(served, distro_containerd):
-    """With the kit's kube and containerd.io repositories (build-debs.sh) too, the stage's own
-    installs need nothing but the mirror."""
+@pytest.fixture(scope="module")
+def kit_installs(served: Served, distro_containerd) -> subprocess.CompletedProcess:
+    """The stage's kube packages and containerd.io (source docker, after distro above) from the
+    kit's repositories (build-debs.sh) and this mirror."""
     repos = [WWW / KUBE_REPO.removeprefix(MIRROR_URL + "/") / "InRelease",
              WWW / DOCKER_REPO.removeprefix(MIRROR_URL + "/") / "dists" / "bookworm" / "InRelease"]
     require(next((f"{path} missing: run tools/mirror-kit/build-debs.sh" for path in repos if not path.exists()), None))
-    result = served.stage(
+    return served.stage(
         "install_kube_packages; install_containerd_package",
         KUBE_VERSION=KUBE_VERSION.removeprefix("v"), KUBE_REPO=KUBE_REPO, CONTAINERD_SOURCE="docker",
         CONTAINERD_VERSION=CONTAINERD_VERSION.removeprefix("v"), CONTAINERD_REPO=DOCKER_REPO.removesuffix("/debian"),
     )
-    assert result.returncode == 0, output(result)
+
+
+def test_the_kit_packages_find_their_os_dependencies_here(served, kit_installs):
+    """With the kit's repositories too, the stage's own installs need nothing but the mirror."""
+    assert kit_installs.returncode == 0, output(kit_installs)
     assert served.node.out("apt-mark showhold").split() == ["containerd.io", "kubeadm", "kubectl", "kubelet"]
     assert served.node.out("kubeadm version -o short") == KUBE_VERSION
+
+
+def test_a_change_of_containerd_source_replaces_the_package(served, kit_installs):
+    """distro -> docker (above), then back: the stage removes the other package and installs
+    and holds the configured one."""
+    assert kit_installs.returncode == 0, output(kit_installs)
+    assert "containerd removed" in kit_installs.stdout
+    assert served.node.out("containerd --version").split()[2] == CONTAINERD_VERSION
+    back = served.stage("install_containerd_package", CONTAINERD_SOURCE="distro", CONTAINERD_VERSION="")
+    assert back.returncode == 0, output(back)
+    assert "containerd.io removed" in back.stdout
+    assert served.node.out("containerd --version").startswith("containerd github.com/containerd/containerd 1.6.")
+    holds = served.node.out("apt-mark showhold").split()
+    assert "containerd" in holds and "containerd.io" not in holds

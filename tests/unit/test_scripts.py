@@ -342,3 +342,18 @@ def test_installed_version_counts_a_held_package_as_installed(tmp_path):
         env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{fake.parent}:/usr/bin:/bin"}, capture_output=True, text=True, check=False,
     )
     assert (found.returncode, found.stdout) == (0, "1.36.3-1.1\n"), found.stderr
+
+
+def test_a_reset_removes_the_cni_configs_but_keeps_their_directory(tmp_path):
+    """containerd 2.x's CRI plugin exits when /etc/cni/net.d goes away (seen on a real node)."""
+    net_d = tmp_path / "state" / "etc" / "cni" / "net.d"
+    net_d.mkdir(parents=True)
+    for name in ("10-flannel.conflist", "99-loopback.conf", ".kubernetes-cni-keep"):
+        (net_d / name).write_text("{}")
+    attempts = tmp_path / "state" / "var" / "lib" / "kvm-kubeadm"
+    attempts.mkdir(parents=True)
+    (attempts / "init.attempt").touch()  # an unfinished attempt: the next run resets first
+    result = run_init_attempt(tmp_path, rc=0)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in net_d.iterdir()) == [".kubernetes-cni-keep"]
+    assert kubeadm_calls(tmp_path) == ["reset", "init"]
