@@ -94,19 +94,6 @@ stamp_write() { mk_stamp_write "images-$1" "$2"; }
 # The kit's own sources: changing them rebuilds the layers and images.
 kit_src_hash() { mk_hash "${MK_DIR}/build-images.sh" "${MK_DIR}/images"; }
 
-# go_install DIR PKG@VERSION LDFLAGS [TAGS]: build a main package of a released
-# module as released (its own go.mod and go.sum) into DIR. CGO_ENABLED comes
-# from the caller (default 0).
-go_install() {
-  local dir="$1" target="$2" ldflags="$3" tags="${4:-}"
-  mkdir -p "${dir}"
-  (
-    cd "${dir}" || exit 1
-    CGO_ENABLED="${CGO_ENABLED:-0}" GOBIN="${dir}" nice -n 10 go install -p 1 -trimpath \
-      -tags "${tags}" -ldflags "${ldflags}" "${target}"
-  )
-}
-
 # static_elf FILE: FILE is an ELF executable without a dynamic section.
 static_elf() {
   if readelf -d "$1" 2>/dev/null | grep -q 'NEEDED'; then
@@ -115,41 +102,13 @@ static_elf() {
 }
 
 # ---------------------------------------------------------------------------
-# step: kit tools (registry, crane, ctr)
+# step: kit tools (registry, crane, ctr; images/serving.sh builds them)
 # ---------------------------------------------------------------------------
-build_go_tool() {
-  local name="$1" key="$2" target="$3" ldflags="$4" tags="${5:-}"
-  if stamp_ok "tool-${name}" "${key}" "${BIN}/${name}"; then
-    mk_log "${name}: up to date"
-    return 0
-  fi
-  mk_log "${name}: building ${target}"
-  local tmp="${WORK}/gobin/${name}"
-  rm -rf "${tmp}"
-  go_install "${tmp}" "${target}" "${ldflags}" "${tags}"
-  mkdir -p "${BIN}"
-  mv -f "${tmp}/$(basename "${target%@*}")" "${BIN}/${name}"
-  rm -rf "${tmp}"
-  stamp_write "tool-${name}" "${key}"
-}
-
-step_tools() {
-  local dist=github.com/distribution/distribution/v3 ctrd=github.com/containerd/containerd/v2
-  build_go_tool registry "${MIRROR_DISTRIBUTION_VERSION} ${GO_VERSION}" \
-    "${dist}/cmd/registry@${MIRROR_DISTRIBUTION_VERSION}" \
-    "-s -w -X ${dist}/version.version=${MIRROR_DISTRIBUTION_VERSION} -X ${dist}/version.mainpkg=${dist}"
-  build_go_tool crane "${MIRROR_CRANE_VERSION} ${GO_VERSION}" \
-    "github.com/google/go-containerregistry/cmd/crane@${MIRROR_CRANE_VERSION}" "-s -w"
-  # ctr: the pull client of tests/mirror (as containerd's static build).
-  build_go_tool ctr "${CONTAINERD2_VERSION} ${GO_VERSION}" "${ctrd}/cmd/ctr@${CONTAINERD2_VERSION}" \
-    "-s -w -X ${ctrd}/version.Version=${CONTAINERD2_VERSION} -X ${ctrd}/version.Package=${ctrd}" \
-    "urfave_cli_no_docs osusergo netgo static_build"
-}
+step_tools() { kit_build_tools registry crane ctr; }
 
 # ---------------------------------------------------------------------------
 # steps: the binaries of the images
 # ---------------------------------------------------------------------------
-KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
 kube_dir() { printf '%s\n' "${WORK}/bin/kube-${MIRROR_KUBE_VERSION}"; }
 kube_key() { printf 'kubernetes=%s %s\n' "${MIRROR_KUBE_VERSION}" "${GO_VERSION}"; }
 
@@ -158,7 +117,7 @@ step_kube() {
   dir="$(kube_dir)"
   key="$(kube_key)"
   local -a bins=() pkgs=()
-  for c in "${KUBE_CMDS[@]}"; do
+  for c in "${KIT_KUBE_CMDS[@]}"; do
     bins+=("${dir}/${c}")
     pkgs+=("k8s.io/kubernetes/cmd/${c}")
   done
@@ -166,13 +125,13 @@ step_kube() {
     mk_log "kube binaries ${MIRROR_KUBE_VERSION}: up to date"
     return 0
   fi
-  mk_log "building ${KUBE_CMDS[*]} ${MIRROR_KUBE_VERSION} (one go build, shared cache)"
+  mk_log "building ${KIT_KUBE_CMDS[*]} ${MIRROR_KUBE_VERSION} (one go build, shared cache)"
   local src="${WORK}/src/kube-${MIRROR_KUBE_VERSION}"
   rm -rf "${dir}"
   mkdir -p "${dir}"
   kube_wrapper_module "${src}" "${MIRROR_KUBE_VERSION}" kube-images-build "${pkgs[@]}"
   kube_go_build "${src}" "${MIRROR_KUBE_VERSION}" "${dir}/" "${pkgs[@]}"
-  for c in "${KUBE_CMDS[@]}"; do
+  for c in "${KIT_KUBE_CMDS[@]}"; do
     static_elf "${dir}/${c}"
     [[ "$("${dir}/${c}" --version)" == "Kubernetes ${MIRROR_KUBE_VERSION}" ]] \
       || mk_die "${c} --version printed '$("${dir}/${c}" --version)'"
@@ -228,7 +187,7 @@ step_coredns() {
   mk_log "building coredns ${MIRROR_COREDNS_VERSION}"
   rm -rf "${dir}"
   # As its Makefile: CGO_ENABLED=0, the module's own go.mod.
-  go_install "${dir}" "github.com/coredns/coredns@${MIRROR_COREDNS_VERSION}" \
+  kit_go_install "${dir}" "github.com/coredns/coredns@${MIRROR_COREDNS_VERSION}" \
     "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${MIRROR_COREDNS_VERSION}"
   static_elf "${dir}/coredns"
   "${dir}/coredns" -version | grep -q "^CoreDNS-${MIRROR_COREDNS_VERSION#v}$" \
@@ -273,7 +232,7 @@ step_flanneld() {
   rm -rf "${dir}"
   # As its Makefile on amd64: cgo on (the UDP backend is C), linked
   # statically; netgo/osusergo keep glibc's NSS out of the static binary.
-  CGO_ENABLED=1 go_install "${dir}" "github.com/flannel-io/flannel@${MIRROR_FLANNEL_VERSION}" \
+  CGO_ENABLED=1 kit_go_install "${dir}" "github.com/flannel-io/flannel@${MIRROR_FLANNEL_VERSION}" \
     "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=${MIRROR_FLANNEL_VERSION} -extldflags -static" \
     "netgo osusergo"
   mv -f "${dir}/flannel" "${dir}/flanneld"
@@ -295,7 +254,7 @@ step_flannel_cni() {
   fi
   mk_log "building the flannel CNI plugin from ${mod}@${MIRROR_FLANNEL_CNI_MODULE_VERSION} plugins/meta/flannel"
   rm -rf "${dir}"
-  go_install "${dir}" "${mod}/plugins/meta/flannel@${MIRROR_FLANNEL_CNI_MODULE_VERSION}" \
+  kit_go_install "${dir}" "${mod}/plugins/meta/flannel@${MIRROR_FLANNEL_CNI_MODULE_VERSION}" \
     "-s -w -X ${mod}/pkg/utils/buildversion.BuildVersion=${MIRROR_FLANNEL_CNI_MODULE_VERSION}"
   static_elf "${dir}/flannel"
   CNI_COMMAND=VERSION "${dir}/flannel" </dev/null | grep -q cniVersion || mk_die "flannel CNI_COMMAND=VERSION failed"
@@ -401,21 +360,13 @@ step_flannel_manifest() {
 # ---------------------------------------------------------------------------
 # step: the kube image list against kubeadm's own
 # ---------------------------------------------------------------------------
-kube_image_refs() {
-  local c
-  for c in "${KUBE_CMDS[@]}"; do printf 'registry.k8s.io/%s:%s\n' "${c}" "${MIRROR_KUBE_VERSION}"; done
-  printf 'registry.k8s.io/coredns/coredns:%s\n' "${MIRROR_COREDNS_VERSION}"
-  printf 'registry.k8s.io/pause:%s\n' "${MIRROR_PAUSE_VERSION}"
-  printf 'registry.k8s.io/etcd:%s\n' "${MIRROR_ETCD_IMAGE_TAG}"
-}
-
 step_check_kubeadm_list() {
   if [[ ! -x "${KUBEADM_BIN}" ]]; then
     mk_log "no ${KUBEADM_BIN} (tools/setup.sh --full builds it): image list not cross-checked"
     return 0
   fi
   local want got
-  want="$(kube_image_refs | sort)"
+  want="$(kit_kube_image_refs | sort)"
   # Offline: with the version given, kubeadm never looks it up; unshare -rn
   # makes sure nothing leaves the machine.
   got="$(unshare -rn "${KUBEADM_BIN}" config images list --kubernetes-version "${MIRROR_KUBE_VERSION}" \

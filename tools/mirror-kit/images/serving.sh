@@ -1,8 +1,15 @@
 # shellcheck shell=bash
-# serving.sh: the CA, the registry and the daemons of the image half of the
-# mirror kit; sourced by tools/mirror-kit/build-images.sh and serve.sh after
-# tools/mirror-kit/lib.sh (mk_init sets MK_OUT; logging is lib.sh's mk_log).
+# serving.sh: the kit tools, the CA, the registry and the daemons of the image
+# half of the mirror kit; sourced by tools/mirror-kit/build-images.sh, serve.sh
+# and fill-from-upstream.sh after tools/mirror-kit/lib.sh (mk_init sets MK_OUT;
+# logging is lib.sh's mk_log).
 #
+#   kit_go_install DIR PKG@VERSION LDFLAGS [TAGS]
+#                               go install a released main package into DIR
+#   kit_build_tools NAME...     the kit tools (registry, crane, ctr) in ${MK_OUT}/bin,
+#                               each built from its pinned Go module unless stamped
+#   kit_kube_image_refs         the kube images tools/versions.env pins, as
+#                               `kubeadm config images list` names them
 #   kit_ensure_ca               the kit CA, made once: ${MK_OUT}/pki/ca.{crt,key}
 #   kit_server_cert ADDRESS     a server certificate for ADDRESS (IP or DNS SAN)
 #                               signed by that CA; prints the .crt path
@@ -16,6 +23,83 @@
 #                               the registry (distribution) over TLS on ADDR:PORT,
 #                               storage ${MK_OUT}/registry
 #   kit_free_port               a free TCP port on 127.0.0.1
+
+# ---------------------------------------------------------------------------
+# kit tools, and the images kubeadm asks for
+# ---------------------------------------------------------------------------
+# The kube commands that are images of their own, tagged MIRROR_KUBE_VERSION.
+KIT_KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
+
+# kit_go_install DIR PKG@VERSION LDFLAGS [TAGS]: build a main package of a
+# released module as released (its own go.mod and go.sum) into DIR: module-aware,
+# no toolchain switch, no VCS stamping, one package at a time and niced.
+# CGO_ENABLED comes from the caller (default 0).
+kit_go_install() {
+  local dir="$1" target="$2" ldflags="$3" tags="${4:-}"
+  mkdir -p "${dir}"
+  (
+    cd "${dir}" || exit 1
+    GO111MODULE=on GOTOOLCHAIN=local GOFLAGS=-buildvcs=false GOWORK=off \
+      CGO_ENABLED="${CGO_ENABLED:-0}" GOBIN="${dir}" nice -n 10 go install -p 1 -trimpath \
+      -tags "${tags}" -ldflags "${ldflags}" "${target}"
+  )
+}
+
+# kit_go_tool NAME KEY PKG@VERSION LDFLAGS [TAGS]: ${MK_OUT}/bin/NAME, built
+# unless the stamp images-tool-NAME holds KEY.
+kit_go_tool() {
+  local name="$1" key="$2" target="$3" ldflags="$4" tags="${5:-}" bin="${MK_OUT}/bin"
+  if mk_stamp_ok "images-tool-${name}" "${key}" "${bin}/${name}"; then
+    mk_log "${name}: up to date"
+    return 0
+  fi
+  mk_log "${name}: building ${target}"
+  local tmp="${MK_BUILD}/images/gobin/${name}"
+  rm -rf "${tmp}"
+  kit_go_install "${tmp}" "${target}" "${ldflags}" "${tags}"
+  mkdir -p "${bin}"
+  mv -f "${tmp}/$(basename "${target%@*}")" "${bin}/${name}"
+  rm -rf "${tmp}"
+  mk_stamp_write "images-tool-${name}" "${key}"
+}
+
+# kit_build_tools NAME...: the kit tools NAME (registry, crane, ctr) at their
+# pinned versions (tools/versions.env), keyed by that version and Go's.
+kit_build_tools() {
+  local name go dist=github.com/distribution/distribution/v3 ctrd=github.com/containerd/containerd/v2
+  command -v go >/dev/null || mk_die "go not found on PATH (need >= ${GO_MIN_VERSION}): it builds the kit tools"
+  go="$(go env GOVERSION)"
+  for name in "$@"; do
+    case "${name}" in
+      registry)
+        kit_go_tool registry "${MIRROR_DISTRIBUTION_VERSION} ${go}" \
+          "${dist}/cmd/registry@${MIRROR_DISTRIBUTION_VERSION}" \
+          "-s -w -X ${dist}/version.version=${MIRROR_DISTRIBUTION_VERSION} -X ${dist}/version.mainpkg=${dist}"
+        ;;
+      crane)
+        kit_go_tool crane "${MIRROR_CRANE_VERSION} ${go}" \
+          "github.com/google/go-containerregistry/cmd/crane@${MIRROR_CRANE_VERSION}" "-s -w"
+        ;;
+      ctr)
+        # The pull client of tests/mirror (as containerd's static build).
+        kit_go_tool ctr "${CONTAINERD2_VERSION} ${go}" "${ctrd}/cmd/ctr@${CONTAINERD2_VERSION}" \
+          "-s -w -X ${ctrd}/version.Version=${CONTAINERD2_VERSION} -X ${ctrd}/version.Package=${ctrd}" \
+          "urfave_cli_no_docs osusergo netgo static_build"
+        ;;
+      *) mk_die "unknown kit tool ${name} (registry, crane, ctr)" ;;
+    esac
+  done
+}
+
+# kit_kube_image_refs: the images of MIRROR_KUBE_VERSION under registry.k8s.io,
+# one a line, as tools/versions.env pins them.
+kit_kube_image_refs() {
+  local c
+  for c in "${KIT_KUBE_CMDS[@]}"; do printf 'registry.k8s.io/%s:%s\n' "${c}" "${MIRROR_KUBE_VERSION}"; done
+  printf 'registry.k8s.io/coredns/coredns:%s\n' "${MIRROR_COREDNS_VERSION}"
+  printf 'registry.k8s.io/pause:%s\n' "${MIRROR_PAUSE_VERSION}"
+  printf 'registry.k8s.io/etcd:%s\n' "${MIRROR_ETCD_IMAGE_TAG}"
+}
 
 # ---------------------------------------------------------------------------
 # PKI: one CA per mirror directory; server certificates per address
