@@ -38,6 +38,7 @@ import pytest
 import yaml
 
 from components.config import parse
+from components.config_schema import Flannel, Kubernetes
 from components.registries import certs_d_files
 from tests.conftest import with_keys
 from tests.mirror import run_kit_script, stop
@@ -453,8 +454,10 @@ def test_serve_prints_the_stack_config_and_a_certificate_for_its_address(served)
         "containerdPackages": f"{http}/docker",
     }
     assert served.stack_config["kvm-kubeadm:registries"] == {served.registry: {"caFile": str(served.ca)}}
-    assert served.stack_config["kvm-kubeadm:flannel"] == {"version": FLANNEL_VERSION}
-    assert served.stack_config["kvm-kubeadm:kubernetes"] == {"version": KUBE_VERSION.removeprefix("v")}
+    # Only these two blocks: pasted into a stack file they replace no section the user has.
+    assert set(served.stack_config) == {"kvm-kubeadm:mirrors", "kvm-kubeadm:registries"}
+    # What the mirror holds is what the program installs when the stack does not say otherwise.
+    assert Kubernetes().version == KUBE_VERSION.removeprefix("v") and Flannel().version == FLANNEL_VERSION
     cert = served.directory / "pki" / "servers" / f"{ADDRESS}.crt"
     ok(run(["openssl", "verify", "-CAfile", str(served.ca), str(cert)]))
     text = ok(run(["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"]))

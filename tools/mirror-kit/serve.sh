@@ -97,11 +97,8 @@ HTTP="http://${HOST}:${HTTP_PORT}"
 REG="${HOST}:${REGISTRY_PORT}"
 cat <<EOF
 # Stack config for this mirror (e.g. in Pulumi.<stack>.yaml, under config:).
-# The mirror holds Kubernetes ${MIRROR_KUBE_VERSION} and flannel ${MIRROR_FLANNEL_VERSION} only.
-  kvm-kubeadm:kubernetes:
-    version: ${MIRROR_KUBE_VERSION#v}
-  kvm-kubeadm:flannel:
-    version: ${MIRROR_FLANNEL_VERSION}
+# The mirror holds Kubernetes ${MIRROR_KUBE_VERSION} and flannel ${MIRROR_FLANNEL_VERSION} only, the program's
+# defaults: a stack that sets kubernetes.version or flannel.version must keep them.
   kvm-kubeadm:mirrors:
     kubePackages: ${HTTP}/kubernetes
     imageRepository: ${REG}
