@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 from .config import RegistryAccess
 
-CERTS_D = "/etc/containerd/certs.d"
 PULL_CAPABILITIES = ["pull", "resolve"]
 # Where a registry's API lives when it differs from the name images use.
 API_SERVERS = {"docker.io": "https://registry-1.docker.io"}
