@@ -10,75 +10,26 @@ locally built Debian image with direct kernel boot, and `stages: os-prep`
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from components.config import parse
 from components.procedure import CONTROL_PLANE_PORTS, WORKER_PORTS, os_prep_params
 from components.scripts import render
+from tests.e2e.stack import STACK, E2eStack, e2e_config, guest_image_missing
 from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
-from tests.program import PROJECT_DIR, load_stack_config
 from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
 
 pytestmark = pytest.mark.e2e
 
-IMAGE_DIR = PROJECT_DIR / ".cache" / "guest-image"
-IMAGE = IMAGE_DIR / "debian-12-guest.qcow2"
-KERNEL, INITRD = IMAGE_DIR / "vmlinuz", IMAGE_DIR / "initrd.img"
-STACK = "e2e"
 SIZING = {"k8smaster": (2, 4096), "k8sworker1": (2, 2048), "k8sworker2": (2, 2048), "k8sworker3": (2, 2048)}
-
-
-def e2e_config(keys) -> dict:
-    """The dev stack, changed only where this machine requires it."""
-    config = load_stack_config("dev")
-    private, public = keys
-    config["image"] = {"source": str(IMAGE), "kernel": str(KERNEL), "initrd": str(INITRD), "cmdline": "root=/dev/vda rw console=ttyS0"}
-    config["ssh"] = {"user": "kube", "privateKeyPath": str(private), "publicKeyPath": str(public)}
-    config["stages"] = "os-prep"
-    # Four guests boot at once under software emulation on two cores: minutes, not seconds.
-    config["libvirt"] = {"bootTimeoutSeconds": 1200}
-    return config
-
-
-class Cluster:
-    """The running e2e stack: its namespace, project and a way to reach the nodes."""
-
-    def __init__(self, namespace: LibvirtNetns, project: PulumiProject, config: dict, keys, report):
-        self.namespace, self.project, self.config, self.keys, self.report = namespace, project, config, keys, report
-        self.settings = parse(config, STACK, project.directory)
-        self.before = namespace.snapshot()  # libvirt objects that are not ours
-
-    def ssh(self, ip: str, command: str, stdin: str | None = None, check: bool = True):
-        argv = ["ssh", "-i", str(self.keys[0]), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-                f"kube@{ip}", command]
-        return self.namespace.run(argv, check=check, input=stdin, timeout=300)
-
-    def up(self, *args: str) -> float:
-        start = time.monotonic()
-        # Bounded well inside CI's 90 minutes, so a hang fails the suite instead of the whole run.
-        self.project.pulumi("up", "--yes", "--skip-preview", *args, timeout=1800)
-        return time.monotonic() - start
-
-    def set_workers(self, count: int) -> None:
-        self.project.pulumi("config", "set", "--path", "workers.count", str(count))
-
-    def planned_steps(self) -> Counter:
-        preview = json.loads(self.project.pulumi("preview", "--json").stdout)
-        return Counter((step["op"], step["urn"].split("::")[-1]) for step in preview["steps"] if step["op"] != "same")
 
 
 @pytest.fixture(scope="module")
 def cluster(ssh_keys, tmp_path_factory, request):
     require(toolchain_missing())
     require(unavailable_reason())
-    require(None if IMAGE.exists() and KERNEL.exists() and INITRD.exists() else "no guest image: run tools/build-guest-image.sh")
+    require(guest_image_missing())
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     report = (lambda line: reporter.write_line(f"[e2e] {line}")) if reporter else print
     workdir = tmp_path_factory.mktemp("e2e")
@@ -89,12 +40,10 @@ def cluster(ssh_keys, tmp_path_factory, request):
             extra_env={"TERRAFORM_LIBVIRT_TEST_DOMAIN_TYPE": "qemu"},
         )
         project.state.mkdir()
-        config = e2e_config(ssh_keys)
-        project.set_stack_config(STACK, config)
+        project.set_stack_config(STACK, e2e_config(ssh_keys))
         project.pulumi("stack", "init", STACK)
-        running = Cluster(namespace, project, config, ssh_keys, report)
-        seconds = running.up()
-        report(f"pulumi up to 4 nodes SSH-ready and OS-prepped: {seconds:.0f} s")
+        running = E2eStack(namespace, project, e2e_config(ssh_keys), ssh_keys, report)
+        report(f"pulumi up to 4 nodes SSH-ready and OS-prepped: {running.up().seconds:.0f} s")
         yield running
         # A failed test above must not leave VMs behind: destroy is idempotent.
         project.pulumi("destroy", "--yes", "--skip-preview", check=False, timeout=1800)
@@ -143,20 +92,20 @@ def test_os_prep_run_again_changes_nothing(cluster):
 
 
 def test_a_second_up_changes_nothing(cluster):
-    cluster.project.pulumi("preview", "--expect-no-changes")
-    cluster.project.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes", timeout=1800)
+    cluster.pulumi("preview", "--expect-no-changes")
+    cluster.pulumi("up", "--yes", "--skip-preview", "--expect-no-changes", timeout=1800)
 
 
 def test_a_control_plane_resize_needs_the_opt_in(cluster):
-    cluster.project.pulumi("config", "set", "--path", "controlPlane.vcpu", "3")
+    cluster.pulumi("config", "set", "--path", "controlPlane.vcpu", "3")
     try:
-        refused = cluster.project.pulumi("preview", check=False)
+        refused = cluster.pulumi("preview", check=False)
         output = refused.stdout + refused.stderr
         assert refused.returncode != 0, output
         assert "kvm-kubeadm:controlPlane.vcpu 2 -> 3" in output and "controlPlane.allowReplace" in output, output
     finally:
-        cluster.project.pulumi("config", "set", "--path", "controlPlane.vcpu", "2")
-    cluster.project.pulumi("preview", "--expect-no-changes")
+        cluster.pulumi("config", "set", "--path", "controlPlane.vcpu", "2")
+    cluster.pulumi("preview", "--expect-no-changes")
 
 
 def test_adding_then_removing_a_worker_touches_only_that_worker(cluster):
@@ -167,8 +116,7 @@ def test_adding_then_removing_a_worker_touches_only_that_worker(cluster):
     assert all(name.startswith("k8s-k8sworker4") for name in created), created
     # The network gains the new DNS entry in place; nothing else changes.
     assert {name for op, name in planned if op == "update"} <= {"k8s-network-net"}, planned
-    seconds = cluster.up()
-    cluster.report(f"adding k8sworker4: {seconds:.0f} s")
+    cluster.report(f"adding k8sworker4: {cluster.up().seconds:.0f} s")
     assert cluster.ssh("192.168.56.126", "hostname").stdout.strip() == "k8sworker4"
     assert "running" in cluster.namespace.virsh("domstate", f"{STACK}-k8sworker4")
 
@@ -177,18 +125,14 @@ def test_adding_then_removing_a_worker_touches_only_that_worker(cluster):
     deleted = {name for op, name in planned if op == "delete"}
     assert deleted and all(name.startswith("k8s-k8sworker4") for name in deleted), planned
     assert {name for op, name in planned if op not in ("delete", "update")} == set(), planned
-    seconds = cluster.up()
-    cluster.report(f"removing k8sworker4: {seconds:.0f} s")
+    cluster.report(f"removing k8sworker4: {cluster.up().seconds:.0f} s")
     assert f"{STACK}-k8sworker4" not in cluster.namespace.virsh("list", "--all", "--name")
 
 
 def test_destroy_leaves_no_domain_volume_network_or_process(cluster):
     start = time.monotonic()
-    cluster.project.pulumi("destroy", "--yes", "--skip-preview", timeout=1800)
+    cluster.pulumi("destroy", "--yes", "--skip-preview", timeout=1800)
     cluster.report(f"pulumi destroy: {time.monotonic() - start:.0f} s")
     # Exactly what libvirt had before the first `pulumi up` is left.
     assert cluster.namespace.snapshot() == cluster.before
-    # Only the harness's own libvirtd and virtlogd may still run in the namespace.
-    pids = subprocess.run(["ip", "netns", "pids", cluster.namespace.name], capture_output=True, text=True, check=True).stdout.split()
-    names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids if Path(f"/proc/{pid}/comm").exists()}
-    assert names <= {"libvirtd", "virtlogd"}, names
+    assert cluster.stray_processes() == set()

@@ -278,6 +278,10 @@ class LibvirtNetns:
         kwargs.setdefault("env", self.env())
         return subprocess.Popen(self.command(argv), **kwargs)
 
+    def pids(self) -> list[int]:
+        """PIDs of every process in the namespace."""
+        return _netns_pids(self.name)
+
     def virsh(self, *args: str, check: bool = True, timeout: float = 120) -> str:
         """Run ``virsh -c qemu:///system ARGS`` in the namespace; its stdout."""
         res = self.run(["virsh", "-q", "-c", self.uri, *args], check=check, timeout=timeout)

@@ -118,9 +118,26 @@ func deferConnectErrors(p *schema.Provider) {
 	}
 }
 
+// deleteVanishedDomainsQuietly makes deleting a domain that is already gone
+// (destroyed and undefined behind Pulumi's back, say with virsh) a success, as
+// deleting a vanished volume already is upstream. Upstream's domain Delete
+// fails on it, and the only way out would be `pulumi state delete`. Gone means
+// what upstream's own Read says: it clears the ID when libvirt has no such domain.
+func deleteVanishedDomainsQuietly(p *schema.Provider) {
+	domain := p.ResourcesMap["libvirt_domain"]
+	read, del := domain.ReadContext, domain.DeleteContext
+	domain.DeleteContext = func(ctx context.Context, d *schema.ResourceData, meta interface{}) tfdiag.Diagnostics {
+		if diags := read(ctx, d, meta); !diags.HasError() && d.Id() == "" {
+			return nil
+		}
+		return del(ctx, d, meta)
+	}
+}
+
 func providerInfo() tfbridge.ProviderInfo {
 	tf := libvirt.Provider()
 	deferConnectErrors(tf)
+	deleteVanishedDomainsQuietly(tf)
 	info := tfbridge.ProviderInfo{
 		P:           shimv2.NewProvider(tf),
 		Name:        pkgName,
