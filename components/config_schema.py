@@ -200,6 +200,10 @@ class Workers(_Section):
     disk_gib: int = _disk_gib(20)
 
 
+# Kubernetes' own default (seconds).
+LEADER_ELECTION_RENEW_DEADLINE = 10
+
+
 class Kubernetes(_Section):
     version: KubeVersion = Field("1.36.3", description="`MAJOR.MINOR` or `MAJOR.MINOR.PATCH`; packages are pinned to it and held")
     service_cidr: Cidr = Field(IPv4Network("10.96.0.0/12"), description="service CIDR, as in the procedure")
@@ -220,6 +224,12 @@ class Kubernetes(_Section):
         60, ge=10,
         description="how long kubeadm retries one call to the API server, e.g. while it sets up the admin user "
         "(its `kubernetesAPICall`); raise it on slow or emulated hosts",
+    )
+    leader_election_renew_deadline_seconds: int = Field(
+        LEADER_ELECTION_RENEW_DEADLINE, ge=LEADER_ELECTION_RENEW_DEADLINE,
+        description="how long kube-controller-manager and kube-scheduler try to renew their leader lease before they "
+        "exit (their `--leader-elect-renew-deadline`; the lease lasts 1.5 times as long); raise it on slow or emulated "
+        "hosts, where a slow API server makes them lose the lease and restart in a loop",
     )
     join_timeout_seconds: int = Field(
         300, ge=60,

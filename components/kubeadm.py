@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from .config import Kubernetes, NodeSpec, Settings
+from .config_schema import LEADER_ELECTION_RENEW_DEADLINE
 
 KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
@@ -74,6 +75,14 @@ def init_documents(settings: Settings) -> list[dict[str, Any]]:
             "podSubnet": str(settings.kubernetes.pod_cidr),
         },
     }
+    renew_deadline = settings.kubernetes.leader_election_renew_deadline_seconds
+    if renew_deadline > LEADER_ELECTION_RENEW_DEADLINE:
+        lease = [
+            {"name": "leader-elect-renew-deadline", "value": _duration(renew_deadline)},
+            {"name": "leader-elect-lease-duration", "value": _duration(renew_deadline * 3 // 2)},
+        ]
+        cluster["controllerManager"] = {"extraArgs": lease}
+        cluster["scheduler"] = {"extraArgs": lease}
     if settings.kubernetes.version.count(".") == 2:
         # With MAJOR.MINOR only, kubeadm uses its own (pinned) version.
         cluster["kubernetesVersion"] = f"v{settings.kubernetes.version}"

@@ -32,6 +32,8 @@ pytestmark = pytest.mark.tools
 
 BIN = TOOLCHAIN / "bin"
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+# The control-plane binaries the mirror kit builds into its images.
+COMPONENT_BINARIES = PROJECT_DIR / ".cache" / "mirror" / "build" / "images" / "bin" / "kube-v1.36.3"
 CONTAINERDS = {"containerd1": 2, "containerd2": 3, "containerd2-latest": 4}  # binary: config version it writes
 
 
@@ -87,6 +89,20 @@ def test_kubeadm_lists_images_under_the_configured_repository(kubeadm_bin, ssh_k
     for image in images:
         assert image.startswith(repository + "/"), image
     assert f"{repository}/kube-apiserver:v1.36.3" in images
+
+
+def test_the_raised_leader_election_flags_exist_and_kubeadm_accepts_them(kubeadm_bin, ssh_keys, tmp_path):
+    settings = stack_settings("dev", ssh_keys, kubernetes={"leaderElectionRenewDeadlineSeconds": 60})
+    init = tmp_path / "init.yaml"
+    init.write_text(kubeadm.init_config(settings, generate_token()))
+    assert offline(kubeadm_bin, "config", "validate", "--config", str(init)).stdout.strip() == "ok"
+    cluster = next(d for d in yaml.safe_load_all(init.read_text()) if d["kind"] == "ClusterConfiguration")
+    for component in ("controllerManager", "scheduler"):
+        binary = COMPONENT_BINARIES / {"controllerManager": "kube-controller-manager", "scheduler": "kube-scheduler"}[component]
+        require(None if binary.exists() else f"no {binary}: run tools/mirror-kit/build.sh (tools/setup.sh --full does)")
+        flags = offline(str(binary), "--help").stdout
+        for arg in cluster[component]["extraArgs"]:
+            assert f"--{arg['name']} duration" in flags, (component, arg)
 
 
 def test_kubeadm_rejects_a_broken_config(kubeadm_bin, ssh_keys, tmp_path):

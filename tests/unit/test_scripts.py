@@ -218,6 +218,20 @@ def test_init_config_carries_the_stack_settings(dev_settings):
     assert kubelet == {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration", "cgroupDriver": "systemd"}
 
 
+def test_a_raised_renew_deadline_reaches_controller_manager_and_scheduler(ssh_keys):
+    def cluster_configuration(**kubernetes) -> dict:
+        config = with_keys(load_stack_config("dev"), ssh_keys)
+        config["kubernetes"] = {**config["kubernetes"], **kubernetes}
+        documents = kubeadm.init_documents(parse(config, "dev", PROJECT_DIR))
+        return next(d for d in documents if d["kind"] == "ClusterConfiguration")
+
+    lease = [{"name": "leader-elect-renew-deadline", "value": "60s"}, {"name": "leader-elect-lease-duration", "value": "90s"}]
+    raised = cluster_configuration(leaderElectionRenewDeadlineSeconds=60)
+    assert raised["controllerManager"] == raised["scheduler"] == {"extraArgs": lease}
+    # At Kubernetes' default the components keep kubeadm's own flags.
+    assert {"controllerManager", "scheduler"}.isdisjoint(cluster_configuration())
+
+
 def test_init_documents_without_token_are_what_triggers_init(dev_settings):
     public = kubeadm.dump_all(kubeadm.init_documents(dev_settings))
     assert "bootstrapTokens" not in public and "abcdef" not in public
