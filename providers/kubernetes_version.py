@@ -60,21 +60,17 @@ def rollout_plan(olds: dict[str, Any], news: dict[str, Any]) -> list[str]:
         return []
     existing = {olds["control_plane"], *olds.get("workers", [])}
     concurrency = int(news["concurrency"])
-    repo = f"package repository v{'.'.join(new.split('.')[:2])}, " if parse_version(new)[1] != parse_version(old)[1] else ""
+    repo = f"repo v{'.'.join(new.split('.')[:2])}, " if parse_version(new)[1] != parse_version(old)[1] else ""
     control_plane, workers = news["control_plane"], list(news["workers"])
     plan = [
-        f"{control_plane} (control plane, first): {repo}kubeadm {new}, kubeadm upgrade plan and apply, "
-        f"drain, kubelet and kubectl {new}, uncordon"
+        f"{control_plane} (control plane, first): {repo}kubeadm {new}, upgrade plan and apply, drain, kubelet and kubectl, uncordon"
     ]
     for index, worker in enumerate(workers):
         if worker not in existing:
             plan.append(f"{worker} (new): installs {new} and joins once {control_plane} is upgraded; not in the rollout")
             continue
         after = workers[index - concurrency] if index >= concurrency else control_plane
-        plan.append(
-            f"{worker} (after {after}): {repo}kubeadm {new}, kubeadm upgrade node, drain, "
-            f"kubelet and kubectl {new}, uncordon, Ready"
-        )
+        plan.append(f"{worker} (after {after}): {repo}kubeadm {new}, upgrade node, drain, kubelet and kubectl, uncordon, Ready")
     return plan
 
 

@@ -35,10 +35,9 @@ def test_a_patch_upgrade_plans_the_control_plane_then_each_worker_after_the_one_
     result = check("1.36.4")
     assert result.failures == []
     assert result.inputs["plan"] == [
-        "k8smaster (control plane, first): kubeadm 1.36.4, kubeadm upgrade plan and apply, drain, "
-        "kubelet and kubectl 1.36.4, uncordon",
+        "k8smaster (control plane, first): kubeadm 1.36.4, upgrade plan and apply, drain, kubelet and kubectl, uncordon",
         *(
-            f"{worker} (after {after}): kubeadm 1.36.4, kubeadm upgrade node, drain, kubelet and kubectl 1.36.4, uncordon, Ready"
+            f"{worker} (after {after}): kubeadm 1.36.4, upgrade node, drain, kubelet and kubectl, uncordon, Ready"
             for worker, after in zip(WORKERS, ["k8smaster", *WORKERS])
         ),
     ]
@@ -48,7 +47,7 @@ def test_a_patch_upgrade_plans_the_control_plane_then_each_worker_after_the_one_
 def test_a_minor_upgrade_moves_the_package_repository_first():
     plan = check("1.37.0").inputs["plan"]
     assert len(plan) == 4
-    assert all("package repository v1.37, kubeadm 1.37.0" in line for line in plan), plan
+    assert all("repo v1.37, kubeadm 1.37.0" in line for line in plan), plan
 
 
 def test_workers_go_as_many_at_a_time_as_configured():
