@@ -6,18 +6,23 @@ import pulumi
 import pulumi_libvirt as libvirt
 from pulumi_command import remote
 
+from providers.kubernetes_version import KubernetesVersion
+
 from . import kubeadm, procedure
 from .config import Settings, libvirt_name
 from .control_plane import ControlPlane
 from .network import Network, NetworkArgs
 from .node import NodeArgs, ResizeOptIn, VmPlatform
-from .stage import Host, StageContext, run_stages
+from .rollout import Rollout
+from .stage import Host, StageContext, in_scope, run_stages
 from .worker import Worker
 
 
 class Cluster(pulumi.ComponentResource):
     """A kubeadm cluster on one libvirt host, as the procedure builds it by hand."""
 
+    kubernetes_version: KubernetesVersion | None
+    """The version the cluster was last set to; plans or refuses a change (None in an os-prep-only stack)."""
     provider: libvirt.Provider
     """libvirt provider for `libvirt.uri`."""
     network: Network
@@ -37,6 +42,19 @@ class Cluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kvm:kubeadm:Cluster", name, None, opts)
+        # First, so that a refused version change stops the deployment before any stage
+        # runs: every Kubernetes stage waits for it.
+        self.kubernetes_version = None
+        if in_scope("kubernetes", settings.scope):
+            self.kubernetes_version = KubernetesVersion(
+                f"{name}-kubernetes-version",
+                version=settings.kubernetes.version,
+                control_plane=settings.control_plane.name,
+                workers=[worker.name for worker in settings.workers],
+                concurrency=settings.kubernetes.upgrade_concurrency,
+                config_key=f"{settings.project}:kubernetes.version",
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         # An explicit provider, so the configured URI (not ambient provider config) is used;
         # children inherit it through `providers`.
         self.provider = libvirt.Provider(f"{name}-libvirt", uri=settings.libvirt.uri, opts=pulumi.ResourceOptions(parent=self))
@@ -72,16 +90,23 @@ class Cluster(pulumi.ComponentResource):
             boot_timeout_seconds=settings.libvirt.boot_timeout_seconds,
         )
         spec = settings.control_plane
+        version = self.kubernetes_version
         leader = ControlPlane(
             f"{name}-{spec.name}", settings,
             NodeArgs(spec, platform, ResizeOptIn(settings.allow_control_plane_replace, f"{settings.project}:controlPlane")),
+            Rollout(version) if version else None,
             opts=child,
         )
         self.control_planes = [leader]
-        self.workers = [
-            Worker(f"{name}-{spec.name}", settings, NodeArgs(spec, platform), leader.ticket, opts=child)
-            for spec in settings.workers
-        ]
+        # The rollout: each worker after the one `upgradeConcurrency` places ahead (the first ones after the control plane).
+        self.workers = []
+        ahead = settings.kubernetes.upgrade_concurrency
+        for index, worker in enumerate(settings.workers):
+            turn = self.workers[index - ahead] if index >= ahead else leader
+            rollout = Rollout(version, (turn.stages[procedure.UPGRADED],)) if version else None
+            self.workers.append(
+                Worker(f"{name}-{worker.name}", settings, NodeArgs(worker, platform), leader.ticket, rollout, opts=child)
+            )
         provided: dict[str, list[pulumi.Resource]] = {
             procedure.WORKERS: [w.stages[stage] for w in self.workers for stage in ("join", "ready") if stage in w.stages],
         }

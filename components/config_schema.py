@@ -205,7 +205,11 @@ LEADER_ELECTION_RENEW_DEADLINE = 10
 
 
 class Kubernetes(_Section):
-    version: KubeVersion = Field("1.36.3", description="`MAJOR.MINOR` or `MAJOR.MINOR.PATCH`; packages are pinned to it and held")
+    version: KubeVersion = Field(
+        "1.36.3",
+        description="`MAJOR.MINOR` or `MAJOR.MINOR.PATCH`; packages are pinned to it and held; a change on a live cluster "
+        "is a kubeadm upgrade, see [Upgrade Kubernetes](#upgrade-kubernetes)",
+    )
     service_cidr: Cidr = Field(IPv4Network("10.96.0.0/12"), description="service CIDR, as in the procedure")
     pod_cidr: Cidr = Field(IPv4Network("10.244.0.0/16"), description="pod CIDR, as in the procedure (flannel's default)")
     token_ttl_hours: int = Field(
@@ -235,6 +239,9 @@ class Kubernetes(_Section):
         300, ge=60,
         description="how long a joining node's kubeadm waits for discovery and for its TLS bootstrap "
         "(its `discovery` and `tlsBootstrap`)",
+    )
+    upgrade_concurrency: int = Field(
+        1, ge=1, description="how many workers a version change drains and upgrades at a time, after the control plane",
     )
 
     @property

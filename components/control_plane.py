@@ -14,6 +14,7 @@ from . import kubeadm, procedure
 from .config import Settings
 from .join_ticket import JoinTicket
 from .node import Node, NodeArgs
+from .rollout import Rollout
 from .stage import Host, StageContext, in_scope, run_stages
 
 
@@ -33,13 +34,22 @@ class ControlPlane(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str] | None
     """Admin kubeconfig (secret); its server is the control plane's address."""
 
-    def __init__(self, name: str, settings: Settings, node: NodeArgs, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        node: NodeArgs,
+        rollout: Rollout | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("kvm:kubeadm:ControlPlane", name, None, opts)
         self.node = Node(f"{name}-node", node, opts=pulumi.ResourceOptions(parent=self))
         host = Host(self.node.name, self.node.connection)
         context = StageContext(settings, node.spec, host, self.node.root_volume.id)
         provided: dict[str, list[pulumi.Resource]] = {procedure.VM: [self.node.domain]}
         bootstrap_token = None
+        if rollout is not None:
+            provided[procedure.KUBERNETES_VERSION] = [rollout.version]
         if in_scope("kubernetes", settings.scope):
             ttl = settings.kubernetes.token_ttl_hours * 3600
             bootstrap_token = BootstrapToken(

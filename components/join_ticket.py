@@ -20,7 +20,8 @@ class JoinTicket:
     ca_hash: pulumi.Output[str]
     """`sha256:<hex>` of the cluster CA's public key (secret)."""
     prerequisites: tuple[pulumi.Resource, ...]
-    """What a join waits for: the initialised cluster, the registered token, the CA hash."""
+    """What a join waits for: the initialised cluster, the registered token, the CA hash, and
+    during a version change the upgraded control plane."""
     pod_network: pulumi.Resource
     """The pod network rolled out; a node turns Ready only after it."""
     admin: Host

@@ -99,6 +99,12 @@ def init_documents(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
+def upgrade_config(kubernetes: Kubernetes) -> str:
+    """The UpgradeConfiguration of `kubeadm upgrade plan|apply|node`: the configured timeouts.
+    The version goes on the command line: with MAJOR.MINOR, the node's kubeadm names it."""
+    return dump_all([{"apiVersion": KUBEADM_API, "kind": "UpgradeConfiguration", "timeouts": init_timeouts(kubernetes)}])
+
+
 def dump_all(documents: list[dict[str, Any]]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False, default_flow_style=False)
 

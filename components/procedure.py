@@ -7,6 +7,11 @@ Besides earlier stages of the same role, a stage may wait for what its role prov
   JOIN_PREREQUISITES  the control plane's JoinTicket.prerequisites (a joining node)
   POD_NETWORK         flannel rolled out (a joining node, the cluster)
   WORKERS             every worker's join and ready stages (the cluster)
+  KUBERNETES_VERSION  the resource that plans or refuses a version change (every node)
+  ROLLOUT_TURN        the upgrade that finishes before this worker's (a worker)
+
+The upgrade stages run only when their inputs change, never when created: a new
+node installs the configured version, so only a version change gives them work.
 """
 
 from __future__ import annotations
@@ -23,14 +28,20 @@ BOOTSTRAP_TOKEN = "bootstrap-token"
 JOIN_PREREQUISITES = "join-prerequisites"
 POD_NETWORK = "pod-network"
 WORKERS = "workers"
+KUBERNETES_VERSION = "kubernetes-version"
+ROLLOUT_TURN = "rollout-turn"
 
 CONTROL_PLANE_PORTS = ("6443/tcp", "2379:2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp", "8472/udp")
 WORKER_PORTS = ("10250/tcp", "10256/tcp", "30000:32767/tcp", "8472/udp")
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
 KUBELET_KUBECONFIG = "/etc/kubernetes/kubelet.conf"
 DRAIN_TIMEOUT_SECONDS = 300
+# A node's last upgrade stage: once it is done, the node is Ready at the configured version.
+UPGRADED = "uncordon"
 # The control plane's stages that a joining node waits for, and that make its JoinTicket.
-JOIN_NEEDS = ("init", "token", "ca-hash")
+# A node that joins during a version change waits for the upgraded control plane:
+# a kubelet must never be newer than the API server.
+JOIN_NEEDS = ("init", "token", "ca-hash", UPGRADED)
 
 
 def os_prep_params(settings: Settings, ip: str, ports: tuple[str, ...]) -> dict[str, Value]:
@@ -42,11 +53,17 @@ def os_prep_params(settings: Settings, ip: str, ports: tuple[str, ...]) -> dict[
     }
 
 
-def packages_params(settings: Settings) -> dict[str, Value]:
-    registry_files = registries.certs_d_files(settings.registries)
+def kube_packages_params(settings: Settings) -> dict[str, Value]:
     return {
         "KUBE_VERSION": settings.kubernetes.version,
         "KUBE_REPO": f"{settings.mirrors.kube_packages}/v{settings.kubernetes.minor}/deb/",
+    }
+
+
+def packages_params(settings: Settings) -> dict[str, Value]:
+    registry_files = registries.certs_d_files(settings.registries)
+    return {
+        **kube_packages_params(settings),
         "IMAGE_REPOSITORY": settings.mirrors.image_repository,
         "OS_APT_MIRROR": settings.mirrors.os_apt,
         "CONTAINERD_SOURCE": settings.containerd.source,
@@ -66,6 +83,27 @@ def ready_params(settings: Settings, nodes: list[str], kubeconfig: str, check_re
     }
 
 
+def upgrade_params(settings: Settings) -> dict[str, Value]:
+    """What kubeadm upgrade reads; the version, so that a change runs the stage."""
+    return {"KUBE_VERSION": settings.kubernetes.version, "UPGRADE_CONFIG": kubeadm.upgrade_config(settings.kubernetes)}
+
+
+def drain_params(context: StageContext) -> dict[str, Value]:
+    return {
+        "KUBE_VERSION": context.settings.kubernetes.version,
+        "TARGET_NODE": context.node.name,
+        "DRAIN_TIMEOUT_SECONDS": DRAIN_TIMEOUT_SECONDS,
+    }
+
+
+def uncordon_params(context: StageContext) -> dict[str, Value]:
+    return {
+        "KUBE_VERSION": context.settings.kubernetes.version,
+        "TARGET_NODE": context.node.name,
+        "TIMEOUT_SECONDS": context.settings.kubernetes.ready_timeout_seconds,
+    }
+
+
 def new_root_disk(context: StageContext) -> list[pulumi.Input]:
     """A new root disk is a new OS: run the stage again."""
     return [context.root_disk]
@@ -78,7 +116,21 @@ def os_prep(ports: tuple[str, ...]) -> Stage:
     )
 
 
-PACKAGES = Stage("packages", after=("os-prep",), reruns_on=new_root_disk, params=lambda c: packages_params(c.settings))
+PACKAGES = Stage(
+    "packages", after=("os-prep", KUBERNETES_VERSION), reruns_on=new_root_disk, params=lambda c: packages_params(c.settings),
+)
+
+
+def upgrade_kubeadm(after: tuple[str, ...]) -> Stage:
+    return Stage(
+        "upgrade-kubeadm", after=(*after, KUBERNETES_VERSION), params=lambda c: kube_packages_params(c.settings),
+        on_change_only=True,
+    )
+
+
+UPGRADE_KUBELET = Stage(
+    "upgrade-kubelet", after=("drain",), params=lambda c: {"KUBE_VERSION": c.settings.kubernetes.version}, on_change_only=True,
+)
 
 CONTROL_PLANE = (
     os_prep(CONTROL_PLANE_PORTS),
@@ -108,6 +160,15 @@ CONTROL_PLANE = (
         },
     ),
     Stage("kubeconfig", after=("init",), secret_stdout=True),
+    # A version change, as kubeadm's "Upgrading kubeadm clusters" does it, control plane first.
+    upgrade_kubeadm(after=("init",)),
+    Stage(
+        "upgrade-apply", after=("upgrade-kubeadm",), on_change_only=True,
+        params=lambda c: {**upgrade_params(c.settings), "IMAGE_REPOSITORY": c.settings.mirrors.image_repository},
+    ),
+    Stage("drain", after=("upgrade-apply",), params=drain_params, on_change_only=True),
+    UPGRADE_KUBELET,
+    Stage("uncordon", after=("upgrade-kubelet",), params=uncordon_params, on_change_only=True),
 )
 
 WORKER = (
@@ -136,6 +197,12 @@ WORKER = (
         "ready", after=("join", POD_NETWORK),
         params=lambda c: ready_params(c.settings, [c.node.name], KUBELET_KUBECONFIG, check_readyz=False),
     ),
+    # A version change: after the control plane, and after the worker ahead in the rollout is Ready.
+    upgrade_kubeadm(after=("join", ROLLOUT_TURN)),
+    Stage("upgrade-node", after=("upgrade-kubeadm",), params=lambda c: upgrade_params(c.settings), on_change_only=True),
+    Stage("drain", after=("upgrade-node",), runs_on=ON_CONTROL_PLANE, params=drain_params, on_change_only=True),
+    UPGRADE_KUBELET,
+    Stage("uncordon", after=("upgrade-kubelet",), runs_on=ON_CONTROL_PLANE, params=uncordon_params, on_change_only=True),
 )
 
 # Run on the control plane that bootstrapped the cluster, once every node has joined.

@@ -115,6 +115,8 @@ class Stage:
     """Its stdout is a secret: kept secret in state and never logged."""
     skipped_on_cluster_destroy: bool = False
     """Its undo is pointless when the whole cluster goes (deleted with the leader's VM)."""
+    on_change_only: bool = False
+    """Runs when its inputs change, not when it is created (an upgrade step: a new node is at the version already)."""
 
 
 def _if_reachable(context: StageContext, command: str) -> str:
@@ -149,17 +151,19 @@ def run_stages(
             else:
                 raise ValueError(f"stage {stage.name} waits for {name!r}: no earlier stage or provided resource")
         host = context.ticket.admin if stage.runs_on == ON_CONTROL_PLANE else context.host
-        create = as_root(render(stage.name, host.name, stage.params(context))) if stage.creates else None
+        script = as_root(render(stage.name, host.name, stage.params(context))) if stage.creates else None
+        create, update = (None, script) if stage.on_change_only else (script, None)
         delete = as_root(render(stage.undo.script, host.name, stage.undo.params(context))) if stage.undo else None
         if stage.runs_on == ON_NODE_IF_REACHABLE:
             command, where = local.Command, {}
-            create, delete = (_if_reachable(context, c) if c else None for c in (create, delete))
+            create, update, delete = (_if_reachable(context, c) if c else None for c in (create, update, delete))
         else:
             command, where = remote.Command, {"connection": host.connection}
         done[stage.name] = command(
             f"{prefix}-{stage.name}",
             **where,
             create=create,
+            update=update,
             delete=delete,
             stdin=pulumi.Output.secret(stage.stdin(context)) if stage.stdin else None,
             triggers=stage.reruns_on(context) or None,

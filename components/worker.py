@@ -10,6 +10,7 @@ from . import procedure
 from .config import Settings
 from .join_ticket import JoinTicket
 from .node import Node, NodeArgs
+from .rollout import Rollout
 from .stage import Host, StageContext, run_stages
 
 
@@ -27,6 +28,7 @@ class Worker(pulumi.ComponentResource):
         settings: Settings,
         node: NodeArgs,
         ticket: JoinTicket | None,
+        rollout: Rollout | None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("kvm:kubeadm:Worker", name, None, opts)
@@ -36,5 +38,8 @@ class Worker(pulumi.ComponentResource):
         if ticket is not None:
             provided[procedure.JOIN_PREREQUISITES] = list(ticket.prerequisites)
             provided[procedure.POD_NETWORK] = [ticket.pod_network]
+        if rollout is not None:
+            provided[procedure.KUBERNETES_VERSION] = [rollout.version]
+            provided[procedure.ROLLOUT_TURN] = list(rollout.after)
         self.stages = run_stages(procedure.WORKER, name, context, provided, parent=self)
         self.register_outputs({"ip": self.node.ip})

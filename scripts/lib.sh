@@ -3,6 +3,12 @@
 
 log() { printf '[%s %s] %s\n' "$STAGE" "$NODE_NAME" "$*"; }
 
+# Stop the stage with a message that names it and the node.
+fail() {
+  printf '[%s %s] %s\n' "$STAGE" "$NODE_NAME" "$*" >&2
+  return 1
+}
+
 # Output that may quote a bootstrap token or CA hash is passed through this before it is shown.
 redact() { sed -E 's/[a-z0-9]{6}\.[a-z0-9]{16}/<token>/g; s/sha256:[0-9a-f]{64}/sha256:<hash>/g'; }
 
@@ -59,4 +65,67 @@ run_kubeadm_once() {
   run_logged "/var/log/kvm-kubeadm/$STAGE.log" kubeadm "$@"
   rm -f "$attempt"
   log "kubeadm $1 done"
+}
+
+# --- apt and the kube packages -----------------------------------------------------
+
+# Dpkg::Use-Pty=0: no progress bars in the stage's log.
+apt_get() {
+  DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confold "$@"
+}
+
+# Does version $2 (a package's, or a kubelet's with its leading v) match the configured
+# $1? 1.36 matches 1.36.x-y; 1.36.3 matches 1.36.3-y and v1.36.3 (not 1.36.30-y).
+matches_version() {
+  local version=${2#v}
+  [[ "$version" == "$1" || "$version" == "$1"-* || "$version" == "$1".* ]]
+}
+
+# The newest version of package $1 in the apt sources that matches $2, or nothing.
+newest_matching() {
+  apt-cache madison "$1" | awk '{ print $3 }' | while read -r candidate; do
+    if matches_version "$2" "$candidate"; then echo "$candidate"; fi
+  done | sort -V | tail -n 1
+}
+
+# The installed version of package $1, or nothing (dpkg-query fails for a package it never saw).
+# The status's second letter says installed; the first is the selection (i, or h when held).
+installed_version() {
+  { dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$1" 2>/dev/null || true; } |
+    awk 'substr($1, 2, 1) == "i" { print $2 }'
+}
+
+# Point apt at the kube package repository $1 (pkgs.k8s.io layout: one per minor version).
+readonly KUBE_KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
+readonly KUBE_LIST=/etc/apt/sources.list.d/kubernetes.list
+use_kube_repo() {
+  local line="deb [signed-by=$KUBE_KEYRING] $1 /"
+  if [[ -s "$KUBE_KEYRING" ]] && grep -qxF "$line" "$KUBE_LIST" 2>/dev/null; then
+    return 0
+  fi
+  install -d -m 0755 /etc/apt/keyrings
+  curl -fsSL --retry 5 "${1}Release.key" | gpg --dearmor --yes -o "$KUBE_KEYRING"
+  echo "$line" >"$KUBE_LIST"
+  apt_get update
+  log "kube package repo: $1"
+}
+
+# Install packages $2... at version $1 and hold them; never a downgrade.
+install_held() {
+  local wanted=$1 package installed
+  shift
+  for package in "$@"; do
+    installed=$(installed_version "$package")
+    if [[ -n "$installed" ]] && dpkg --compare-versions "$installed" gt "$wanted"; then
+      fail "$package $installed is newer than $wanted; a downgrade needs a new node"
+    fi
+  done
+  apt_get install --allow-change-held-packages "${@/%/=$wanted}"
+  apt-mark hold "$@" >/dev/null
+  log "$* $wanted installed and held"
+}
+
+# The kubelet version node $1 reports to the API server ($KUBECONFIG), or nothing.
+reported_kubelet_version() {
+  kubectl get node "$1" -o 'jsonpath={.status.nodeInfo.kubeletVersion}' 2>/dev/null || true
 }

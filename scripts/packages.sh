@@ -1,23 +1,17 @@
 #!/usr/bin/env bash
 # Stage packages (every node): OS apt mirror, kubeadm/kubelet/kubectl from the
-# pkgs.k8s.io layout (pinned and held), containerd from Docker's containerd.io
+# pkgs.k8s.io layout (pinned and held; once: a new version comes only through the
+# upgrade stages), containerd from Docker's containerd.io
 # (pinned and held) or the guest's archive, with the systemd cgroup driver, the
 # pause image from the configured image repository and the configured registry
 # mirrors and trust in /etc/containerd/certs.d.
 set -euo pipefail
 # @parameters
 
-readonly KEYRING=/etc/apt/keyrings/kubernetes-apt-keyring.gpg
-readonly KUBE_LIST=/etc/apt/sources.list.d/kubernetes.list
 readonly CONTAINERD_CONFIG=/etc/containerd/config.toml
 readonly DOCKER_KEYRING=/etc/apt/keyrings/docker.asc
 readonly DOCKER_LIST=/etc/apt/sources.list.d/docker.list
 readonly CERTS_D=/etc/containerd/certs.d
-
-# Dpkg::Use-Pty=0: no progress bars in the stage's log.
-apt_get() {
-  DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confold "$@"
-}
 
 # Point the OS archive entries (deb822 and one-line formats) at the mirror, keeping each path.
 set_os_mirror() {
@@ -44,50 +38,21 @@ ensure_apt_lists() {
   fi
 }
 
-# Does package version $2 match the configured $1? 1.36 matches 1.36.x-y;
-# 1.36.3 matches 1.36.3-y (not 1.36.30-y).
-matches_version() {
-  [[ "$2" == "$1"-* || "$2" == "$1".* ]]
-}
-
-# The newest version of package $1 in the apt sources that matches $2, or nothing.
-newest_matching() {
-  apt-cache madison "$1" | awk '{ print $3 }' | while read -r candidate; do
-    if matches_version "$2" "$candidate"; then echo "$candidate"; fi
-  done | sort -V | tail -n 1
-}
-
-# The installed version of package $1, or nothing (dpkg-query fails for a package it never saw).
-# The status's second letter says installed; the first is the selection (i, or h when held).
-installed_version() {
-  { dpkg-query -W -f='${db:Status-Abbrev} ${Version}' "$1" 2>/dev/null || true; } |
-    awk 'substr($1, 2, 1) == "i" { print $2 }'
-}
-
+# A fresh node gets the configured version. On a node that has them, the kube
+# packages change only through the upgrade stages, control plane first: moving
+# every kubelet at once would run kubelets newer than the API server.
 install_kube_packages() {
-  local line="deb [signed-by=$KEYRING] $KUBE_REPO /" installed wanted
-  install -d -m 0755 /etc/apt/keyrings
-  if [[ ! -s "$KEYRING" ]] || ! grep -qxF "$line" "$KUBE_LIST" 2>/dev/null; then
-    curl -fsSL --retry 5 "${KUBE_REPO}Release.key" | gpg --dearmor --yes -o "$KEYRING"
-    echo "$line" >"$KUBE_LIST"
-    apt_get update
-    log "kube package repo: $KUBE_REPO"
-  fi
-  installed=$(installed_version kubeadm)
-  if matches_version "$KUBE_VERSION" "$installed" &&
-    [[ "$(installed_version kubelet)$(installed_version kubectl)" == "$installed$installed" ]]; then
+  local kubeadm kubelet kubectl wanted
+  use_kube_repo "$KUBE_REPO"
+  kubeadm=$(installed_version kubeadm) kubelet=$(installed_version kubelet) kubectl=$(installed_version kubectl)
+  if [[ -n "$kubeadm" && -n "$kubelet" && -n "$kubectl" ]]; then
+    log "kubeadm $kubeadm, kubelet $kubelet, kubectl $kubectl installed; they change only through an upgrade"
     return 0
   fi
   wanted=$(newest_matching kubeadm "$KUBE_VERSION")
-  if [[ -z "$wanted" ]]; then
-    echo "no kubeadm package matches version $KUBE_VERSION in $KUBE_REPO" >&2
-    return 1
-  fi
-  apt_get install --allow-change-held-packages --allow-downgrades \
-    "kubelet=$wanted" "kubeadm=$wanted" "kubectl=$wanted"
-  apt-mark hold kubelet kubeadm kubectl >/dev/null
+  [[ -n "$wanted" ]] || fail "no kubeadm package matches version $KUBE_VERSION in $KUBE_REPO"
+  install_held "$wanted" kubelet kubeadm kubectl
   systemctl enable kubelet >/dev/null 2>&1 || true
-  log "kubelet, kubeadm, kubectl $wanted installed and held"
 }
 
 # Set KEY = VALUE inside TOML table TABLE (quotes in the table path are ignored),

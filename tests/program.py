@@ -8,6 +8,7 @@ so runs never share Pulumi's global state.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import importlib
 import io
@@ -43,6 +44,7 @@ def sdk_internal(module: str, name: str) -> Any:
 MockMonitor = sdk_internal("pulumi.runtime.mocks", "MockMonitor")
 _sync_await = sdk_internal("pulumi.runtime.sync_await", "_sync_await")
 get_root_resource = sdk_internal("pulumi.runtime.settings", "get_root_resource")
+SETTINGS = sdk_internal("pulumi.runtime.settings", "SETTINGS")
 run_pulumi_func = sdk_internal("pulumi.runtime.stack", "run_pulumi_func")
 serialize_provider = sdk_internal("pulumi.dynamic.dynamic", "serialize_provider")
 # The RegisterResourceRequest fields RecordingMonitor reads.
@@ -112,8 +114,8 @@ class Registration:
 
     @property
     def script(self) -> str:
-        """For a remote Command: the rendered script inside `sudo -n bash -c '…'`."""
-        return shlex.split(self.inputs["create"])[-1]
+        """For a remote Command: the rendered script inside `sudo -n bash -c '…'` (an upgrade step's runs on update)."""
+        return shlex.split(self.inputs.get("create") or self.inputs["update"])[-1]
 
     def param(self, name: str) -> str:
         """The value a rendered script assigns to `readonly NAME=…`, unquoted."""
@@ -126,7 +128,8 @@ class Registration:
     @property
     def stage(self) -> Optional[str]:
         """For a remote Command: the stage named in its rendered script."""
-        match = re.search(r"readonly STAGE=([\w-]+)", self.inputs.get("create") or self.inputs.get("delete") or "")
+        inputs = self.inputs
+        match = re.search(r"readonly STAGE=([\w-]+)", inputs.get("create") or inputs.get("update") or inputs.get("delete") or "")
         return match.group(1) if match else None
 
 
@@ -201,8 +204,9 @@ class ProgramRun:
     def commands(self, stage: str) -> list[Registration]:
         return [r for r in self.stage_commands() if r.stage == stage]
 
-    def longest_chain(self) -> int:
-        """Resources on the longest path through dependencies (depends_on and property dependencies)."""
+    def longest_chain(self, to: str) -> int:
+        """Resources on the longest path through dependencies (depends_on and property dependencies)
+        that ends at the resource named `to`."""
         by_urn = {r.urn: r for r in self.registrations}
 
         @lru_cache(maxsize=None)
@@ -210,7 +214,7 @@ class ProgramRun:
             deps = [d for d in by_urn[urn].all_dependencies if d in by_urn]
             return 1 + max((depth(d) for d in deps), default=0)
 
-        return max(depth(urn) for urn in by_urn)
+        return depth(self.by_name(to).urn)
 
     def resolve(self, value: Any) -> tuple[Any, bool]:
         """(value, is_secret) of an export or Output, awaited for real: no silently skipped apply."""
@@ -247,6 +251,12 @@ def run_serialized_provider(provider: Any, use: str) -> "subprocess.CompletedPro
     )
 
 
+def _reported_once(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A failed registration's error reaches every future that waited for it; the run reports it once."""
+    if context.get("message") != "Future exception was never retrieved":
+        loop.default_exception_handler(context)
+
+
 def load_stack_config(stack: str) -> dict[str, Any]:
     """The `config:` block of a committed Pulumi.<stack>.yaml, keys without the project prefix."""
     document = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
@@ -254,12 +264,12 @@ def load_stack_config(stack: str) -> dict[str, Any]:
     return {key[len(prefix):]: value for key, value in (document.get("config") or {}).items()}
 
 
-def run_program(config: dict[str, Any], stack: str = "dev") -> ProgramRun:
+def run_program(config: dict[str, Any], stack: str = "dev", mocks: Optional[Mocks] = None) -> ProgramRun:
     """Run __main__.py under mocks with `config` (as Pulumi passes it: JSON text per key)."""
 
     def run() -> ProgramRun:
-        monitor = RecordingMonitor(Mocks())
-        pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack=stack, preview=False, monitor=monitor)
+        monitor = RecordingMonitor(mocks or Mocks())
+        pulumi.runtime.set_mocks(mocks or Mocks(), project=PROJECT, stack=stack, preview=False, monitor=monitor)
         pulumi.runtime.set_all_config(
             {f"{PROJECT}:{k}": v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
         )
@@ -273,6 +283,10 @@ def run_program(config: dict[str, Any], stack: str = "dev") -> ProgramRun:
             _sync_await(run_pulumi_func(program))
         except Exception as exc:  # the run's error is part of what tests check
             error = exc
+            # A failed registration leaves its dependents' tasks, failed, among the SDK's
+            # outstanding outputs, which outlive this run: drop them, or the next run fails.
+            SETTINGS.outputs.clear()
+            asyncio.get_event_loop().set_exception_handler(_reported_once)
         exports = dict(get_root_resource().outputs) if get_root_resource() is not None else {}
         return ProgramRun(monitor.registrations, exports, error, namespace)
 

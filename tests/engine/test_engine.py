@@ -43,14 +43,20 @@ def dev_project(tmp_path: Path, ssh_keys, namespace=None) -> PulumiProject:
     return project
 
 
-def test_token_stack_up_twice_then_destroy_with_the_token_secret_in_state(toolchain, tmp_path):
-    program = tmp_path / "token"
-    shutil.copytree(HERE / "token_program", program)
-    shutil.copytree(PROJECT_DIR / "providers", program / "providers", ignore=shutil.ignore_patterns("__pycache__"))
-    (program / ".venv").symlink_to(PROJECT_DIR / ".venv")
-    project = PulumiProject(program, tmp_path / "state")
+def provider_project(tmp_path: Path, program: str) -> PulumiProject:
+    """A stack of one of the small programs here, which use only providers/."""
+    directory = tmp_path / program
+    shutil.copytree(HERE / program, directory)
+    shutil.copytree(PROJECT_DIR / "providers", directory / "providers", ignore=shutil.ignore_patterns("__pycache__"))
+    (directory / ".venv").symlink_to(PROJECT_DIR / ".venv")
+    project = PulumiProject(directory, tmp_path / "state")
     project.state.mkdir()
     project.pulumi("stack", "init", "engine")
+    return project
+
+
+def test_token_stack_up_twice_then_destroy_with_the_token_secret_in_state(toolchain, tmp_path):
+    project = provider_project(tmp_path, "token_program")
 
     first = project.pulumi("up", "--yes", "--skip-preview")
     assert "1 created" in first.stdout or "2 created" in first.stdout, first.stdout
@@ -72,6 +78,26 @@ def test_token_stack_up_twice_then_destroy_with_the_token_secret_in_state(toolch
 
     project.pulumi("destroy", "--yes", "--skip-preview")
     assert not project.export_state()["deployment"].get("resources")
+
+
+def test_a_version_change_is_planned_or_refused_in_preview_against_the_recorded_version(toolchain, tmp_path):
+    project = provider_project(tmp_path, "version_program")
+    project.pulumi("config", "set", "version", "1.36.3")
+    project.pulumi("up", "--yes", "--skip-preview")
+
+    project.pulumi("config", "set", "version", "1.38.0")
+    refused = project.pulumi("preview", check=False)
+    assert refused.returncode != 0, refused.stdout
+    assert "kvm-kubeadm:kubernetes.version 1.36.3 -> 1.38.0: kubeadm upgrades one minor version at a time" in refused.stdout
+
+    project.pulumi("config", "set", "version", "1.37.0")
+    planned = project.pulumi("preview", "--diff")
+    assert "k8sworker2 (after k8sworker1)" in planned.stdout and "1 to update" in planned.stdout, planned.stdout
+    project.pulumi("up", "--yes", "--skip-preview")
+    project.pulumi("preview", "--expect-no-changes")
+    # The record moved on: going back is now a downgrade.
+    project.pulumi("config", "set", "version", "1.36.3")
+    assert "kubeadm does not downgrade a cluster" in project.pulumi("preview", check=False).stdout
 
 
 def stage_command_types(workers: int) -> Counter:
@@ -100,7 +126,7 @@ def test_dev_preview_plans_exactly_the_expected_resources(libvirtd, ssh_keys, tm
         "libvirt:index/network:Network": 1,
         "libvirt:index/volume:Volume": 9,  # base image, and a root disk and a seed per node
         "libvirt:index/domain:Domain": 4,
-        "pulumi-python:dynamic:Resource": 2,  # bootstrap token, control-plane sizing guard
+        "pulumi-python:dynamic:Resource": 3,  # bootstrap token, control-plane sizing guard, Kubernetes version
         **stage_command_types(workers=3),
     }
     assert planned["pulumi:providers:libvirt"] == 1

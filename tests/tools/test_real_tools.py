@@ -203,3 +203,32 @@ def test_containerd_loads_our_edit_with_systemd_cgroup_and_our_pause_image(ssh_k
     assert runc["options"]["SystemdCgroup"] is True
     assert runc["runtime_type"] == "io.containerd.runc.v2"
     assert sandbox == pause
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_kubeadm_validates_every_stacks_upgrade_config(kubeadm_bin, ssh_keys, tmp_path, stack):
+    config = tmp_path / "upgrade.yaml"
+    config.write_text(kubeadm.upgrade_config(stack_settings(stack, ssh_keys).kubernetes))
+    result = offline(kubeadm_bin, "config", "validate", "--config", str(config))
+    assert result.stdout.strip() == "ok" and "W" not in result.stderr[:1], result.stderr
+
+
+@pytest.mark.parametrize("stage", ["upgrade-apply", "upgrade-node"])
+def test_every_kubeadm_upgrade_flag_the_stages_pass_exists(kubeadm_bin, stage):
+    script = render(stage, "node", {})
+    calls = re.findall(r"kubeadm upgrade (apply|plan|node)\b([^\n]*)", script)
+    assert calls, script
+    for command, arguments in calls:
+        known = offline(kubeadm_bin, "upgrade", command, "--help").stdout
+        for flag in re.findall(r"--[a-z-]+", arguments):
+            assert re.search(rf"^\s+(-\w, )?{flag}\b", known, re.M), f"kubeadm upgrade {command} has no {flag}"
+
+
+def test_kubeadm_upgrade_apply_takes_our_version_and_config_together(kubeadm_bin, ssh_keys, tmp_path):
+    """With no cluster to reach, kubeadm gets as far as connecting: the version and the config were accepted."""
+    config = tmp_path / "upgrade.yaml"
+    config.write_text(kubeadm.upgrade_config(stack_settings("dev", ssh_keys).kubernetes))
+    kubeconfig = minimal_kubeconfig(tmp_path / "kubeconfig")
+    result = offline(kubeadm_bin, "upgrade", "apply", "v1.36.3", "--config", str(config), "--yes", "--dry-run",
+                     "--kubeconfig", str(kubeconfig), check=False, env={"KUBEADM_UPGRADE_DRYRUN_DIR": str(tmp_path)})
+    assert result.returncode != 0 and "couldn't create a Kubernetes client" in result.stderr, result.stderr

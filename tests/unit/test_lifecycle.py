@@ -41,15 +41,16 @@ def test_adding_a_worker_creates_only_that_worker(dev_config):
     added = {r.name for r in four.registrations if r.urn not in old_urns}
     assert added and all(name.startswith("k8s-k8sworker4") for name in added), added
     assert len(added) == 1 + 1 + 3 + len(procedure.WORKER)  # component, node, volume+seed+domain, its stages
-    # Existing nodes and their stages are untouched; only the cluster-wide pieces follow.
-    assert changed_between(three, four) == {"k8s-network-net", "k8s-ready"}
+    # Existing nodes and their stages are untouched; only the cluster-wide pieces follow
+    # (the version record learns the new node list).
+    assert changed_between(three, four) == {"k8s-network-net", "k8s-ready", "k8s-kubernetes-version"}
     (network,) = four.of_type(NETWORK)
     assert {"hostname": "k8sworker4", "ip": "192.168.56.126"} in network.inputs["dns"]["hosts"]
 
 
-def test_the_longest_dependency_chain_does_not_grow_with_the_workers(dev_config):
-    # Workers are independent of each other: nothing about one waits for another.
-    chains = {count: build(dev_config, workers__count=count).longest_chain() for count in (1, 3, 12)}
+def test_the_chain_to_a_ready_cluster_does_not_grow_with_the_workers(dev_config):
+    # Workers join independently of each other; only a version change upgrades them in turn.
+    chains = {count: build(dev_config, workers__count=count).longest_chain("k8s-ready") for count in (1, 3, 12)}
     assert len(set(chains.values())) == 1 and chains[3] > 5, chains
 
 
@@ -58,15 +59,15 @@ def test_removing_a_worker_leaves_the_others_untouched(dev_config):
     remaining = {r.urn for r in three.registrations}
     removed = {r.name for r in four.registrations if r.urn not in remaining}
     assert removed and all(name.startswith("k8s-k8sworker4") for name in removed), removed
-    assert changed_between(four, three) == {"k8s-network-net", "k8s-ready"}
+    assert changed_between(four, three) == {"k8s-network-net", "k8s-ready", "k8s-kubernetes-version"}
 
 
 def test_a_stage_script_input_change_reruns_that_stage_only(dev_config):
     before = build(dev_config)
     after = build(dev_config, kubernetes__readyTimeoutSeconds=1200)
     assert changed_between(before, after) == {
-        "k8s-ready", "k8s-k8smaster-cni",
-        *(f"k8s-k8sworker{i}-ready" for i in (1, 2, 3)),
+        "k8s-ready", "k8s-k8smaster-cni", "k8s-k8smaster-uncordon",
+        *(f"k8s-k8sworker{i}-{stage}" for i in (1, 2, 3) for stage in ("ready", "uncordon")),
     }
 
 

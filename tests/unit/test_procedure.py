@@ -12,7 +12,10 @@ from components.stage import SCOPES, Stage, in_scope
 from tests.conftest import with_keys
 from tests.program import load_stack_config, run_program
 
-PROVIDED = {procedure.VM, procedure.BOOTSTRAP_TOKEN, procedure.JOIN_PREREQUISITES, procedure.POD_NETWORK, procedure.WORKERS}
+PROVIDED = {
+    procedure.VM, procedure.BOOTSTRAP_TOKEN, procedure.JOIN_PREREQUISITES, procedure.POD_NETWORK, procedure.WORKERS,
+    procedure.KUBERNETES_VERSION, procedure.ROLLOUT_TURN,
+}
 
 
 @pytest.mark.parametrize("role", sorted(procedure.ROLES))

@@ -37,7 +37,7 @@ def rendered_scripts(ssh_keys) -> dict[str, str]:
     assert run.error is None, run.error
     scripts = {}
     for command in run.stage_commands():
-        for field in ("create", "delete"):
+        for field in ("create", "update", "delete"):
             line = command.inputs.get(field)
             if line:
                 if command.type == LOCAL_COMMAND:  # `… exec ssh … user@node 'sudo -n bash -c …'`
@@ -72,7 +72,7 @@ def test_every_stage_file_starts_strict():
 
 
 def test_rendered_scripts_pass_bash_n(rendered_scripts, tmp_path):
-    assert len(rendered_scripts) == 26
+    assert len(rendered_scripts) == 46
     for key, script in rendered_scripts.items():
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{key}: {result.stderr}"
@@ -371,3 +371,57 @@ def test_a_reset_removes_the_cni_configs_but_keeps_their_directory(tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in net_d.iterdir()) == [".kubernetes-cni-keep"]
     assert kubeadm_calls(tmp_path) == ["reset", "init"]
+
+
+def fake_tools(tmp_path: Path, installed: str) -> dict[str, str]:
+    """dpkg-query that reports every package installed and held at `installed`; apt-get and
+    apt-mark that only record their calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in {
+        "dpkg-query": f"echo 'hi  {installed}'",
+        "apt-get": 'echo "apt-get $*" >>"$CALLS"',
+        "apt-mark": 'echo "apt-mark $*" >>"$CALLS"',
+    }.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return {"KVMK_SOURCE_ONLY": "1", "PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(tmp_path / "calls")}
+
+
+def run_sourced(script: str, call: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "stage.sh"
+    path.write_text(script)
+    return subprocess.run(["bash", "-c", f"set -euo pipefail; source {path}; {call}"], env=env,
+                          capture_output=True, text=True, check=False)
+
+
+def test_the_packages_stage_leaves_installed_kube_packages_to_the_upgrade(dev_settings, tmp_path):
+    env = fake_tools(tmp_path, "1.35.9-1.1")
+    script = render("packages", "k8sworker1", packages_params(dev_settings))
+    result = run_sourced(script, "use_kube_repo() { :; }; install_kube_packages", env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "they change only through an upgrade" in result.stdout
+    assert not (tmp_path / "calls").exists(), "no package was installed, held or unheld"
+
+
+@pytest.mark.parametrize("wanted, version, matches", [
+    ("1.36", "v1.36.3", True), ("1.36.3", "1.36.3-1.1", True), ("1.36.3", "v1.36.3", True),
+    ("1.36.3", "1.36.30-1.1", False), ("1.37", "v1.36.3", False), ("1.36", "", False),
+])
+def test_versions_match_as_packages_and_kubelets_write_them(tmp_path, wanted, version, matches):
+    result = source_and_run(render("upgrade-kubeadm", "k8sworker1", {}), f"matches_version {wanted} '{version}'", tmp_path)
+    assert (result.returncode == 0) == matches, result.stderr
+
+
+def test_an_upgrade_never_downgrades_a_package(tmp_path):
+    env = fake_tools(tmp_path, "1.36.4-1.1")
+    result = run_sourced(render("upgrade-kubeadm", "k8sworker2", {}), "install_held 1.36.3-1.1 kubeadm", env, tmp_path)
+    assert result.returncode != 0
+    assert "[upgrade-kubeadm k8sworker2] kubeadm 1.36.4-1.1 is newer than 1.36.3-1.1" in result.stderr
+    assert not (tmp_path / "calls").exists()
+    upgraded = run_sourced(render("upgrade-kubeadm", "k8sworker2", {}), "install_held 1.37.0-1.1 kubeadm", env, tmp_path)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "apt-get -q -y -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confold install --allow-change-held-packages kubeadm=1.37.0-1.1",
+        "apt-mark hold kubeadm",
+    ]
