@@ -7,6 +7,7 @@ refresh changes only the secret stdin of a stage and never its triggers.
 from __future__ import annotations
 
 import json
+from ipaddress import IPv4Address
 from typing import Any
 
 import yaml
@@ -27,6 +28,11 @@ FLANNEL_IMAGES = {
 
 def api_endpoint(settings: Settings) -> str:
     return f"{settings.control_plane.ip}:{API_SERVER_PORT}"
+
+
+def api_service_ip(kubernetes: Kubernetes) -> IPv4Address:
+    """The `kubernetes` Service's address: the first of the service CIDR, as the API server assigns it."""
+    return next(kubernetes.service_cidr.hosts())
 
 
 def _node_registration(node: NodeSpec) -> dict[str, Any]:

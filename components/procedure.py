@@ -155,6 +155,7 @@ CONTROL_PLANE = (
         "cni", after=("init",),
         params=lambda c: {
             "MANIFEST_URL": c.settings.flannel.manifest_url,
+            "API_SERVICE_URL": f"https://{kubeadm.api_service_ip(c.settings.kubernetes)}:443",
             "KUSTOMIZATION": kubeadm.flannel_kustomization(c.settings),
             "TIMEOUT_SECONDS": c.settings.kubernetes.ready_timeout_seconds,
         },

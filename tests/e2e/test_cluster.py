@@ -38,6 +38,8 @@ KIT = PROJECT_DIR / ".cache" / "mirror"
 GATEWAY = "192.168.56.1"
 REGISTRY = f"{GATEWAY}:5000"
 CONTROL_PLANE, FIRST_WORKER, SECOND_WORKER = "k8smaster", "k8sworker1", "k8sworker2"
+# What follows the node list: DNS entries, the cluster ready check and the version record.
+CLUSTER_WIDE = {"k8s-network-net", "k8s-ready", "k8s-kubernetes-version"}
 OPT_IN = "KVMK_CLUSTER_E2E"
 NOT_IN_CI = (
     f"the real-cluster e2e takes about an hour on this machine and does not fit CI's 90 minutes next to the "
@@ -267,7 +269,7 @@ def test_a_worker_is_added_with_the_recorded_token_then_drained_reset_and_remove
     cluster.report(f"adding {SECOND_WORKER}: {dict(planned)}")
     others = {name for _, name in planned if not name.startswith(f"k8s-{SECOND_WORKER}")}
     # The token, the CA hash and the other nodes stay; only the cluster-wide pieces follow.
-    assert others <= {"k8s-network-net", "k8s-ready"}, planned
+    assert others <= CLUSTER_WIDE, planned
     assert all(op == "create" for op, name in planned if name.startswith(f"k8s-{SECOND_WORKER}")), planned
     cluster.report_up(f"adding {SECOND_WORKER}", cluster.up())
     cluster.wait_for_node(SECOND_WORKER, "True", seconds=60)
@@ -275,7 +277,7 @@ def test_a_worker_is_added_with_the_recorded_token_then_drained_reset_and_remove
     cluster.set_workers(1)
     planned = cluster.planned_steps()
     others = {name for _, name in planned if not name.startswith(f"k8s-{SECOND_WORKER}")}
-    assert others <= {"k8s-network-net", "k8s-ready"}, planned
+    assert others <= CLUSTER_WIDE, planned
     up = cluster.up()
     cluster.report_up(f"removing {SECOND_WORKER}", up)
     assert "kubeadm reset done" in up.diagnostics() and "does not answer over SSH" not in up.diagnostics()

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from components.config import parse
+from components.kubeadm import api_service_ip
 from components.registries import certs_d_files
 from components.scripts import SCRIPTS_DIR, render
 from components.procedure import packages_params
@@ -76,6 +77,8 @@ def test_every_location_the_stages_receive_comes_from_a_config_key(mirrored):
         "mirrors.containerdPackages": [mirrors.containerd_packages],
         **{f"registries.{r.host}": [f"https://{r.host}", f"http://{r.host}", *r.mirrors] for r in settings.registries},
         "registries.docker.io (its API server)": ["https://registry-1.docker.io"],
+        # Not a download: flannel's path to the API, the first address of the service CIDR.
+        "kubernetes.serviceCidr": [f"https://{api_service_ip(settings.kubernetes)}:443"],
     }
     received = []
     for command in run.stage_commands():

@@ -425,3 +425,24 @@ def test_an_upgrade_never_downgrades_a_package(tmp_path):
         "apt-get -q -y -o Dpkg::Use-Pty=0 -o Dpkg::Options::=--force-confold install --allow-change-held-packages kubeadm=1.37.0-1.1",
         "apt-mark hold kubeadm",
     ]
+
+
+@pytest.mark.parametrize("answers_after, timeout, expected_rc", [(2, 60, 0), (99, 0, 1)])
+def test_flannel_waits_until_the_api_answers_at_its_service_address(tmp_path, answers_after, timeout, expected_rc):
+    """Started before kube-proxy programs the Service address, flannel crash-loops into a long back-off (seen
+    on a real cluster); the cni stage first waits for that path, bounded by its timeout."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "kubectl"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/bash\necho "$*" >>{calls}\n(( $(wc -l <{calls}) > {answers_after} ))\n')
+    fake.chmod(0o755)
+    script = tmp_path / "cni.sh"
+    script.write_text(render("cni", "k8smaster", {"API_SERVICE_URL": "https://10.96.0.1:443", "TIMEOUT_SECONDS": timeout}))
+    result = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail; source {script}; sleep() {{ :; }}; wait_for_api_service"],
+        env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{fake.parent}:/usr/bin:/bin"}, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == expected_rc, result.stderr
+    assert calls.read_text().splitlines()[0] == "--server=https://10.96.0.1:443 --request-timeout=10s get --raw=/readyz"
+    if expected_rc:
+        assert "does not answer at its Service address https://10.96.0.1:443 after 0s" in result.stderr
