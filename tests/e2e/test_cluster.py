@@ -48,7 +48,7 @@ NOT_IN_CI = (
 # Under software emulation on two cores kubeadm's defaults are far too short (README: End to end).
 EMULATION_TIMEOUTS = {
     "controlPlaneTimeoutSeconds": 1800, "kubeletTimeoutSeconds": 900, "joinTimeoutSeconds": 1200,
-    "apiCallTimeoutSeconds": 600, "readyTimeoutSeconds": 2400,
+    "apiCallTimeoutSeconds": 600, "readyTimeoutSeconds": 2400, "leaderElectionRenewDeadlineSeconds": 60,
 }
 # The libvirt objects of the Cluster component that must exist before the kit can bind the gateway.
 NETWORK_URNS = [
