@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from components.config import parse
 from tests.harness.libvirt_netns import LibvirtNetns
@@ -20,6 +21,18 @@ KERNEL, INITRD = IMAGE_DIR / "vmlinuz", IMAGE_DIR / "initrd.img"
 STACK = "e2e"
 # Bounded well inside CI's 90 minutes, so a hang fails the suite instead of the whole run.
 UP_TIMEOUT = 3600
+
+
+def reporter(request, prefix: str) -> Callable[[str], None]:
+    """Writes a line to the terminal as the suite runs, also from a fixture whose output pytest captures."""
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+
+    def report(line: str) -> None:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(f"[{prefix}] {line}")
+
+    return report
 
 
 def guest_image_missing() -> str | None:

@@ -26,7 +26,7 @@ import time
 import pytest
 import yaml
 
-from tests.e2e.stack import STACK, E2eStack, Up, e2e_config, guest_image_missing
+from tests.e2e.stack import STACK, E2eStack, Up, e2e_config, guest_image_missing, reporter
 from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
 from tests.mirror import SERVE, kit_served, registry_tags
 from tests.program import PROJECT_DIR, load_stack_config
@@ -122,8 +122,7 @@ def cluster(ssh_keys, tmp_path_factory, request):
     require(unavailable_reason())
     require(guest_image_missing())
     require(kit_missing())
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    report = (lambda line: reporter.write_line(f"[cluster] {line}")) if reporter else print
+    report = reporter(request, "cluster")
     workdir = tmp_path_factory.mktemp("cluster")
     with LibvirtNetns() as namespace:
         project = PulumiProject(copy_program(workdir / "program"), workdir / "state", namespace.run,

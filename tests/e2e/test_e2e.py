@@ -16,7 +16,7 @@ import pytest
 
 from components.procedure import CONTROL_PLANE_PORTS, WORKER_PORTS, os_prep_params
 from components.scripts import render
-from tests.e2e.stack import STACK, E2eStack, e2e_config, guest_image_missing
+from tests.e2e.stack import STACK, E2eStack, e2e_config, guest_image_missing, reporter
 from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
 from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
 
@@ -30,8 +30,7 @@ def cluster(ssh_keys, tmp_path_factory, request):
     require(toolchain_missing())
     require(unavailable_reason())
     require(guest_image_missing())
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    report = (lambda line: reporter.write_line(f"[e2e] {line}")) if reporter else print
+    report = reporter(request, "e2e")
     workdir = tmp_path_factory.mktemp("e2e")
     with LibvirtNetns() as namespace:
         project = PulumiProject(
