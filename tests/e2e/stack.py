@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from components.config import parse
-from tests.harness.libvirt_netns import LibvirtNetns
+from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
 from tests.program import PROJECT_DIR, load_stack_config
-from tests.pulumi_cli import PulumiProject
+from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
 
 IMAGE_DIR = PROJECT_DIR / ".cache" / "guest-image"
 IMAGE = IMAGE_DIR / "debian-12-guest.qcow2"
@@ -35,8 +35,25 @@ def reporter(request, prefix: str) -> Callable[[str], None]:
     return report
 
 
-def guest_image_missing() -> str | None:
-    return None if IMAGE.exists() and KERNEL.exists() and INITRD.exists() else "no guest image: run tools/build-guest-image.sh"
+def require_e2e_prerequisites() -> None:
+    """The toolchain, the libvirt harness and the guest image: fails or skips with the reason (see `require`)."""
+    require(toolchain_missing())
+    require(unavailable_reason())
+    require(None if IMAGE.exists() and KERNEL.exists() and INITRD.exists() else "no guest image: run tools/build-guest-image.sh")
+
+
+def e2e_project(namespace: LibvirtNetns, workdir: Path, config: dict) -> PulumiProject:
+    """A copy of the program with a file backend under `workdir`, run inside `namespace`; its e2e stack
+    made with `config`."""
+    project = PulumiProject(
+        copy_program(workdir / "program"), workdir / "state", namespace.run,
+        # Nested KVM does not work here: software emulation.
+        extra_env={"TERRAFORM_LIBVIRT_TEST_DOMAIN_TYPE": "qemu"},
+    )
+    project.state.mkdir()
+    project.set_stack_config(STACK, config)
+    project.pulumi("stack", "init", STACK)
+    return project
 
 
 def e2e_config(keys) -> dict:

@@ -26,11 +26,11 @@ import time
 import pytest
 import yaml
 
-from tests.e2e.stack import STACK, E2eStack, Up, e2e_config, guest_image_missing, reporter
-from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
+from tests.e2e.stack import STACK, E2eStack, Up, e2e_config, e2e_project, reporter, require_e2e_prerequisites
+from tests.harness.libvirt_netns import LibvirtNetns
 from tests.mirror import SERVE, kit_served, registry_tags
 from tests.program import PROJECT_DIR, load_stack_config
-from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
+from tests.pulumi_cli import require
 
 pytestmark = pytest.mark.e2e
 
@@ -118,21 +118,14 @@ class RunningCluster(E2eStack):
 def cluster(ssh_keys, tmp_path_factory, request):
     if not os.environ.get(OPT_IN):
         pytest.skip(NOT_IN_CI)
-    require(toolchain_missing())
-    require(unavailable_reason())
-    require(guest_image_missing())
+    require_e2e_prerequisites()
     require(kit_missing())
     report = reporter(request, "cluster")
-    workdir = tmp_path_factory.mktemp("cluster")
     with LibvirtNetns() as namespace:
-        project = PulumiProject(copy_program(workdir / "program"), workdir / "state", namespace.run,
-                                extra_env={"TERRAFORM_LIBVIRT_TEST_DOMAIN_TYPE": "qemu"})
-        project.state.mkdir()
         config = e2e_config(ssh_keys)
         config.update(stages="kubernetes", workers={**config["workers"], "count": 1},
                       kubernetes={**config["kubernetes"], **EMULATION_TIMEOUTS})
-        project.set_stack_config(STACK, config)
-        project.pulumi("stack", "init", STACK)
+        project = e2e_project(namespace, tmp_path_factory.mktemp("cluster"), config)
         running = RunningCluster(namespace, project, config, ssh_keys, report)
         try:
             # The kit serves on the gateway address, which exists once the network does.

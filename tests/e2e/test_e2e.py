@@ -16,9 +16,8 @@ import pytest
 
 from components.procedure import CONTROL_PLANE_PORTS, WORKER_PORTS, os_prep_params
 from components.scripts import render
-from tests.e2e.stack import STACK, E2eStack, e2e_config, guest_image_missing, reporter
-from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
-from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
+from tests.e2e.stack import STACK, E2eStack, e2e_config, e2e_project, reporter, require_e2e_prerequisites
+from tests.harness.libvirt_netns import LibvirtNetns
 
 pytestmark = pytest.mark.e2e
 
@@ -27,20 +26,10 @@ SIZING = {"k8smaster": (2, 4096), "k8sworker1": (2, 2048), "k8sworker2": (2, 204
 
 @pytest.fixture(scope="module")
 def cluster(ssh_keys, tmp_path_factory, request):
-    require(toolchain_missing())
-    require(unavailable_reason())
-    require(guest_image_missing())
+    require_e2e_prerequisites()
     report = reporter(request, "e2e")
-    workdir = tmp_path_factory.mktemp("e2e")
     with LibvirtNetns() as namespace:
-        project = PulumiProject(
-            copy_program(workdir / "program"), workdir / "state", namespace.run,
-            # Nested KVM does not work here: software emulation.
-            extra_env={"TERRAFORM_LIBVIRT_TEST_DOMAIN_TYPE": "qemu"},
-        )
-        project.state.mkdir()
-        project.set_stack_config(STACK, e2e_config(ssh_keys))
-        project.pulumi("stack", "init", STACK)
+        project = e2e_project(namespace, tmp_path_factory.mktemp("e2e"), e2e_config(ssh_keys))
         running = E2eStack(namespace, project, e2e_config(ssh_keys), ssh_keys, report)
         report(f"pulumi up to 4 nodes SSH-ready and OS-prepped: {running.up().seconds:.0f} s")
         yield running
