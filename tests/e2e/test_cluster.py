@@ -47,6 +47,9 @@ NOT_IN_CI = (
     f"minutes) leaves CI's 90 minutes too thin a margin; run it with {OPT_IN}=1 .venv/bin/pytest tests/e2e/test_cluster.py "
     f"(README: End to end)"
 )
+if not os.environ.get(OPT_IN):
+    pytest.skip(NOT_IN_CI, allow_module_level=True)
+
 # Under software emulation on two cores kubeadm's defaults are far too short (README: End to end).
 EMULATION_TIMEOUTS = {
     "controlPlaneTimeoutSeconds": 1800, "kubeletTimeoutSeconds": 900, "joinTimeoutSeconds": 1200,
@@ -118,8 +121,6 @@ class RunningCluster(E2eStack):
 
 @pytest.fixture(scope="module")
 def cluster(ssh_keys, tmp_path_factory, request):
-    if not os.environ.get(OPT_IN):
-        pytest.skip(NOT_IN_CI)
     require_e2e_prerequisites()
     require(kit_missing())
     report = reporter(request, "cluster")
