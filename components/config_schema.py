@@ -219,7 +219,8 @@ class Kubernetes(_Section):
     control_plane_timeout_seconds: int = Field(
         240, ge=60,
         description="how long kubeadm waits for the control-plane components to turn healthy "
-        "(its `controlPlaneComponentHealthCheck`); raise it on slow or emulated hosts",
+        "(its `controlPlaneComponentHealthCheck`; in an upgrade also for their new static pods, "
+        "`upgradeManifests`, never below kubeadm's 300 s); raise it on slow or emulated hosts",
     )
     kubelet_timeout_seconds: int = Field(
         240, ge=60, description="how long kubeadm waits for the kubelet to turn healthy (its `kubeletHealthCheck`)",

@@ -19,6 +19,8 @@ KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 API_SERVER_PORT = 6443
+# kubeadm's default wait for a static pod replaced by an upgrade (constants.UpgradeManifestsTimeout).
+UPGRADE_MANIFESTS_TIMEOUT = 300
 FLANNEL_IMAGES = {
     # Images as the upstream manifests name them, across the releases that moved registries.
     "flannel": ("ghcr.io/flannel-io/flannel", "docker.io/flannel/flannel"),
@@ -107,8 +109,16 @@ def init_documents(settings: Settings) -> list[dict[str, Any]]:
 
 def upgrade_config(kubernetes: Kubernetes) -> str:
     """The UpgradeConfiguration of `kubeadm upgrade plan|apply|node`: the configured timeouts.
-    The version goes on the command line: with MAJOR.MINOR, the node's kubeadm names it."""
-    return dump_all([{"apiVersion": KUBEADM_API, "kind": "UpgradeConfiguration", "timeouts": init_timeouts(kubernetes)}])
+    The version goes on the command line: with MAJOR.MINOR, the node's kubeadm names it.
+
+    An upgrade waits for each new static pod (its mirror pod's hash, then the pod) under
+    `upgradeManifests`, not `controlPlaneComponentHealthCheck`: the configured control-plane
+    wait covers it too, never shorter than kubeadm's own default."""
+    timeouts = {
+        **init_timeouts(kubernetes),
+        "upgradeManifests": _duration(max(kubernetes.control_plane_timeout_seconds, UPGRADE_MANIFESTS_TIMEOUT)),
+    }
+    return dump_all([{"apiVersion": KUBEADM_API, "kind": "UpgradeConfiguration", "timeouts": timeouts}])
 
 
 def dump_all(documents: list[dict[str, Any]]) -> str:

@@ -5,6 +5,10 @@
 set -euo pipefail
 # @parameters
 
+# For kubectl. kubeadm does not read KUBECONFIG: without --kubeconfig, `kubeadm upgrade
+# node` takes /etc/kubernetes/kubelet.conf on a worker (admin.conf where a kube-apiserver
+# manifest is), and the node credentials may read what it needs (kube-proxy's ConfigMap,
+# which they may not, it goes without).
 export KUBECONFIG=/etc/kubernetes/kubelet.conf
 readonly CONFIG=/etc/kubernetes/kubeadm-upgrade.yaml
 

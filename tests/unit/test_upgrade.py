@@ -8,12 +8,15 @@ the registration when the check fails.
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
+import yaml
 
-from components import procedure
+from components import kubeadm, procedure
+from components.config import parse
 from providers.kubernetes_version import KubernetesVersionProvider
-from tests.program import DYNAMIC, Mocks, ProgramRun, run_program
+from tests.program import DYNAMIC, PROJECT_DIR, Mocks, ProgramRun, run_program
 
 VERSION = "k8s-kubernetes-version"
 WORKERS = ["k8sworker1", "k8sworker2", "k8sworker3"]
@@ -162,3 +165,24 @@ def test_a_worker_added_in_the_same_up_installs_the_new_version_after_the_contro
     assert stage(four, "k8smaster", procedure.UPGRADED).urn in stage(four, "k8sworker4", "join").dependencies
     # Its upgrade stages are created without running.
     assert all(not stage(four, "k8sworker4", name).inputs.get("create") for name in WORKER_UPGRADE)
+
+
+@pytest.mark.parametrize("control_plane, wait", [(240, "300s"), (1800, "1800s")])
+def test_an_upgrade_waits_for_new_static_pods_as_long_as_for_the_control_plane(dev, control_plane, wait):
+    """kubeadm upgrade waits for each replaced static pod under upgradeManifests (default 300 s), not
+    under controlPlaneComponentHealthCheck: the configured wait covers both, never below kubeadm's."""
+    settings = parse(configured(dev, "1.36.3", controlPlaneTimeoutSeconds=control_plane), "dev", PROJECT_DIR)
+    (document,) = yaml.safe_load_all(kubeadm.upgrade_config(settings.kubernetes))
+    assert document["kind"] == "UpgradeConfiguration"
+    assert document["timeouts"]["controlPlaneComponentHealthCheck"] == f"{control_plane}s"
+    assert document["timeouts"]["upgradeManifests"] == wait
+
+
+def test_a_workers_kubeadm_upgrade_node_finds_the_kubelets_kubeconfig_itself(patch):
+    """kubeadm ignores KUBECONFIG; without --kubeconfig it uses kubelet.conf on a worker, where no
+    admin.conf exists. The script's KUBECONFIG is kubectl's, and a worker's own file."""
+    _, run = patch
+    script = stage(run, "k8sworker1", "upgrade-node").script
+    (call,) = re.findall(r"^\s*run_logged .*\bkubeadm upgrade node\b.*$", script, re.M)
+    assert "--kubeconfig" not in call, call
+    assert "export KUBECONFIG=/etc/kubernetes/kubelet.conf" in script
