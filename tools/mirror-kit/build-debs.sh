@@ -4,7 +4,8 @@
 #
 #   <out>/www/kubernetes/v<MAJOR.MINOR>/deb/   pkgs.k8s.io layout (flat): Packages(.gz),
 #       Release, InRelease, Release.gpg, Release.key and amd64/*.deb:
-#       kubeadm, kubelet, kubectl 1.36.3-1.1 and kubernetes-cni 1.9.1-1.1
+#       kubeadm, kubelet, kubectl 1.36.3-1.1 (MIRROR_KUBE_VERSION) and 1.36.2-1.1
+#       (MIRROR_KUBE_UPGRADE_FROM, for upgrade tests), kubernetes-cni 1.9.1-1.1
 #   <out>/www/docker/linux/debian/             download.docker.com layout: gpg (armored key),
 #       dists/bookworm/{Release,InRelease,Release.gpg},
 #       dists/bookworm/stable/binary-amd64/Packages(.gz),
@@ -21,8 +22,9 @@
 #   --force    ignore the stamps: rebuild and republish everything
 #   STEP       deps, kubernetes-cni, kubernetes, containerd.io, kube-repo,
 #              docker-repo (default: all of them, in that order)
-# A step whose stamp (<out>/stamps/debs-*) matches its inputs does nothing;
-# every step's duration is printed and appended to <out>/logs/times.log.
+# A step whose stamp (<out>/stamps/debs-*; one per Kubernetes version) matches
+# its inputs does nothing; every step's duration is printed and appended to
+# <out>/logs/times.log.
 # Needs root only to apt-get install missing build packages (step deps).
 set -euo pipefail
 umask 022
@@ -40,6 +42,7 @@ mk_init build-debs "$@"
 
 export GO111MODULE=on GOTOOLCHAIN="${GOTOOLCHAIN:-local}" GOFLAGS="-mod=mod -buildvcs=false"
 
+mk_kube_versions
 KUBE_MINOR="$(printf '%s' "${MIRROR_KUBE_VERSION#v}" | cut -d. -f1,2)"
 KUBE_REPO_DIR="${MK_WWW}/kubernetes/v${KUBE_MINOR}/deb"
 KUBE_POOL="${KUBE_REPO_DIR}/$(dpkg --print-architecture)"
@@ -54,12 +57,14 @@ step_deps() {
   command -v go >/dev/null || mk_die "go not found on PATH (need >= ${GO_MIN_VERSION})"
 }
 
-# build_step NAME BUILDER OUTDIR "PIN..." DEB...: run BUILDER OUTDIR unless the
-# stamp of NAME holds the values of the pins PIN... (tools/versions.env), the
-# Go version and the hash of the kit's package definitions, and DEB... exist.
+# build_step NAME "BUILDER [ARG...]" OUTDIR "PIN..." DEB...: run BUILDER ARG...
+# OUTDIR unless the stamp of NAME holds that command, the values of the pins
+# PIN... (tools/versions.env), the Go version and the hash of the kit's package
+# definitions, and DEB... exist.
 build_step() {
-  local name="$1" builder="$2" outdir="$3" pin key=""
-  local -a pins
+  local name="$1" outdir="$3" pin key="$2 "
+  local -a builder pins
+  read -r -a builder <<<"$2"
   read -r -a pins <<<"$4"
   shift 4
   for pin in "${pins[@]}"; do key+="${pin}=${!pin} "; done
@@ -68,7 +73,7 @@ build_step() {
     mk_log "${name}: up to date"
     return 0
   fi
-  "${builder}" "${outdir}"
+  "${builder[@]}" "${outdir}"
   mk_stamp_write "debs-${name}" "${key}"
 }
 
@@ -80,14 +85,26 @@ step_kubernetes_cni() {
     "$(kube_deb kubernetes-cni "${MIRROR_CNI_VERSION#v}" "${MIRROR_CNI_DEB_REVISION}")"
 }
 
+# kubeadm, kubelet and kubectl of each version the kit serves, side by side in
+# the one repository; a version no longer listed leaves it.
 step_kubernetes() {
-  local cmd
-  local -a debs=()
-  for cmd in kubeadm kubelet kubectl; do
-    debs+=("$(kube_deb "${cmd}" "${MIRROR_KUBE_VERSION#v}" "${MIRROR_KUBE_DEB_REVISION}")")
+  local version cmd deb
+  local -a debs all=()
+  for version in "${MK_KUBE_VERSIONS[@]}"; do
+    debs=()
+    for cmd in kubeadm kubelet kubectl; do
+      debs+=("$(kube_deb "${cmd}" "${version#v}" "${MIRROR_KUBE_DEB_REVISION}")")
+    done
+    build_step "kubernetes-${version}" "kube_debs ${version}" "${KUBE_POOL}" \
+      "MIRROR_KUBE_DEB_REVISION MIRROR_KUBE_RELEASE_MODULE_VERSION" "${debs[@]}"
+    all+=("${debs[@]}")
   done
-  build_step kubernetes kube_debs "${KUBE_POOL}" \
-    "MIRROR_KUBE_VERSION MIRROR_KUBE_DEB_REVISION MIRROR_KUBE_RELEASE_MODULE_VERSION" "${debs[@]}"
+  for deb in "${KUBE_POOL}"/kube{adm,let,ctl}_*.deb; do
+    if [[ -f "${deb}" && " ${all[*]} " != *" ${deb} "* ]]; then
+      rm -f "${deb}"
+      mk_log "removed ${deb#"${MK_OUT}/"}: not a kit version"
+    fi
+  done
 }
 
 step_containerd_io() {

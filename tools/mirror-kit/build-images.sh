@@ -3,7 +3,8 @@
 # pulls, and push them into the mirror's registry storage:
 #
 #   registry.k8s.io paths  kube-apiserver, kube-controller-manager, kube-scheduler,
-#                          kube-proxy (MIRROR_KUBE_VERSION), etcd, coredns/coredns, pause
+#                          kube-proxy (MIRROR_KUBE_VERSION and, for upgrade tests, each
+#                          MIRROR_KUBE_UPGRADE_FROM), etcd, coredns/coredns, pause
 #   ghcr.io paths          flannel-io/flannel, flannel-io/flannel-cni-plugin
 #
 # and copy the pinned kube-flannel.yml to www/flannel/<version>/. Output, in
@@ -14,7 +15,7 @@
 #   pki/             the kit CA (ca.crt, ca.key), made once; server certificates
 #   bin/             kit tools: registry, crane, ctr
 #   build/images/    binaries, Debian packages and layer tarballs (intermediate)
-#   stamps/, logs/   stamps keyed by versions; times.log, images.tsv
+#   stamps/, logs/   stamps keyed by versions (one per kube version); times.log, images.tsv
 #
 # Every binary is built from its Go module (C for pause); the userspace tools
 # the kube-proxy and flannel images need (iptables, nft, conntrack, cp) come
@@ -74,7 +75,10 @@ CERTS_PACKAGE=ca-certificates
 # Set by step_flannel_manifest from the pinned kube-flannel.yml.
 FLANNEL_CNI_TAG=""
 
-IMAGES=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd coredns pause flannel flannel-cni-plugin)
+# The images, by name; a kube command's image is COMMAND@VERSION, one per kit
+# version (set in main, after mk_kube_versions).
+IMAGES=()
+SHARED_IMAGES=(etcd coredns pause flannel flannel-cni-plugin)
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -109,34 +113,43 @@ step_tools() { kit_build_tools registry crane ctr; }
 # ---------------------------------------------------------------------------
 # steps: the binaries of the images
 # ---------------------------------------------------------------------------
-kube_dir() { printf '%s\n' "${WORK}/bin/kube-${MIRROR_KUBE_VERSION}"; }
-kube_key() { printf 'kubernetes=%s %s\n' "${MIRROR_KUBE_VERSION}" "${GO_VERSION}"; }
+# kube_dir VERSION / kube_key VERSION: where the kube binaries of VERSION go, what they are made of.
+kube_dir() { printf '%s\n' "${WORK}/bin/kube-$1"; }
+kube_key() { printf 'kubernetes=%s %s\n' "$1" "${GO_VERSION}"; }
 
 step_kube() {
-  local dir c key
-  dir="$(kube_dir)"
-  key="$(kube_key)"
+  local version
+  for version in "${MK_KUBE_VERSIONS[@]}"; do
+    mk_step "images: kube ${version}" kube_binaries "${version}"
+  done
+}
+
+# kube_binaries VERSION: the kube commands of the images, at VERSION.
+kube_binaries() {
+  local version="$1" dir c key
+  dir="$(kube_dir "${version}")"
+  key="$(kube_key "${version}")"
   local -a bins=() pkgs=()
   for c in "${KIT_KUBE_CMDS[@]}"; do
     bins+=("${dir}/${c}")
     pkgs+=("k8s.io/kubernetes/cmd/${c}")
   done
-  if stamp_ok kube "${key}" "${bins[@]}"; then
-    mk_log "kube binaries ${MIRROR_KUBE_VERSION}: up to date"
+  if stamp_ok "kube-${version}" "${key}" "${bins[@]}"; then
+    mk_log "kube binaries ${version}: up to date"
     return 0
   fi
-  mk_log "building ${KIT_KUBE_CMDS[*]} ${MIRROR_KUBE_VERSION} (one go build, shared cache)"
-  local src="${WORK}/src/kube-${MIRROR_KUBE_VERSION}"
+  mk_log "building ${KIT_KUBE_CMDS[*]} ${version} (one go build, shared cache)"
+  local src="${WORK}/src/kube-${version}"
   rm -rf "${dir}"
   mkdir -p "${dir}"
-  kube_wrapper_module "${src}" "${MIRROR_KUBE_VERSION}" kube-images-build "${pkgs[@]}"
-  kube_go_build "${src}" "${MIRROR_KUBE_VERSION}" "${dir}/" "${pkgs[@]}"
+  kube_wrapper_module "${src}" "${version}" kube-images-build "${pkgs[@]}"
+  kube_go_build "${src}" "${version}" "${dir}/" "${pkgs[@]}"
   for c in "${KIT_KUBE_CMDS[@]}"; do
     static_elf "${dir}/${c}"
-    [[ "$("${dir}/${c}" --version)" == "Kubernetes ${MIRROR_KUBE_VERSION}" ]] \
+    [[ "$("${dir}/${c}" --version)" == "Kubernetes ${version}" ]] \
       || mk_die "${c} --version printed '$("${dir}/${c}" --version)'"
   done
-  stamp_write kube "${key}"
+  stamp_write "kube-${version}" "${key}"
 }
 
 ETCD_CMDS=(etcd etcdctl etcdutl)
@@ -360,19 +373,28 @@ step_flannel_manifest() {
 # ---------------------------------------------------------------------------
 # step: the kube image list against kubeadm's own
 # ---------------------------------------------------------------------------
+# Each kit version against the list of its own kubeadm (etcd, coredns and pause
+# are the kit's one build of each, so every version must name the same tags):
+# the one build-debs.sh built for its package, else the toolchain's of that version.
 step_check_kubeadm_list() {
-  if [[ ! -x "${KUBEADM_BIN}" ]]; then
-    mk_log "no ${KUBEADM_BIN} (tools/setup.sh --full builds it): image list not cross-checked"
-    return 0
-  fi
-  local want got
-  want="$(kit_kube_image_refs | sort)"
-  # Offline: with the version given, kubeadm never looks it up; unshare -rn
-  # makes sure nothing leaves the machine.
-  got="$(unshare -rn "${KUBEADM_BIN}" config images list --kubernetes-version "${MIRROR_KUBE_VERSION}" \
-    --image-repository registry.k8s.io 2>/dev/null | sort)"
-  [[ "${got}" == "${want}" ]] || mk_die "kubeadm $("${KUBEADM_BIN}" version -o short) lists"$'\n'"${got}"$'\n'"but tools/versions.env pins"$'\n'"${want}"
-  mk_log "kubeadm's image list matches the pinned versions ($(wc -l <<<"${got}") images)"
+  local version kubeadm want got
+  for version in "${MK_KUBE_VERSIONS[@]}"; do
+    kubeadm="${MK_BUILD}/kubernetes-${version}/bin/kubeadm"
+    if [[ ! -x "${kubeadm}" && -x "${KUBEADM_BIN}" && "$("${KUBEADM_BIN}" version -o short)" == "${version}" ]]; then
+      kubeadm="${KUBEADM_BIN}"
+    fi
+    if [[ ! -x "${kubeadm}" ]]; then
+      mk_log "no kubeadm ${version} (tools/mirror-kit/build-debs.sh or tools/setup.sh --full builds one): its image list not cross-checked"
+      continue
+    fi
+    want="$(kit_kube_image_refs "${version}" | sort)"
+    # Offline: with the version given, kubeadm never looks it up; unshare -rn
+    # makes sure nothing leaves the machine.
+    got="$(unshare -rn "${kubeadm}" config images list --kubernetes-version "${version}" \
+      --image-repository registry.k8s.io 2>/dev/null | sort)"
+    [[ "${got}" == "${want}" ]] || mk_die "kubeadm ${version} (${kubeadm}) lists"$'\n'"${got}"$'\n'"but tools/versions.env pins"$'\n'"${want}"
+    mk_log "kubeadm ${version}'s image list matches the pinned versions ($(wc -l <<<"${got}") images)"
+  done
 }
 
 # ---------------------------------------------------------------------------
@@ -473,8 +495,8 @@ stage_coredns() {
 stage_layer() {
   local name="$1" stage="$2" c
   case "${name}" in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kube-proxy)
-      install -D -m 0755 "$(kube_dir)/${name}" "${stage}/usr/local/bin/${name}"
+    kube-apiserver@* | kube-controller-manager@* | kube-scheduler@* | kube-proxy@*)
+      install -D -m 0755 "$(kube_dir "${name#*@}")/${name%@*}" "${stage}/usr/local/bin/${name%@*}"
       ;;
     etcd)
       for c in "${ETCD_CMDS[@]}"; do install -D -m 0755 "$(etcd_dir)/${c}" "${stage}/usr/local/bin/${c}"; done
@@ -494,7 +516,7 @@ layer_key() {
   local src
   src="$(kit_src_hash)"
   case "$1" in
-    kube-*) printf 'src=%s %s\n' "${src}" "$(kube_key)" ;;
+    kube-*@*) printf 'src=%s %s\n' "${src}" "$(kube_key "${1#*@}")" ;;
     etcd) printf 'src=%s %s\n' "${src}" "$(etcd_key)" ;;
     coredns) printf 'src=%s %s %s\n' "${src}" "$(coredns_key)" "$(grep "^${CERTS_PACKAGE}=" "${MK_STAMPS}/images-debs")" ;;
     pause) printf 'src=%s %s\n' "${src}" "$(pause_key)" ;;
@@ -531,19 +553,19 @@ layer_tar() {
 # ---------------------------------------------------------------------------
 # images
 # ---------------------------------------------------------------------------
-# image_spec NAME: sets IMG_REF (repository:tag under the registry host),
+# image_spec NAME (COMMAND@VERSION for a kube command): sets IMG_REF (repository:tag under the registry host),
 # IMG_ALIASES (more references to the same image), IMG_SOURCE (module@version),
 # IMG_LAYERS and IMG_CONFIG (crane mutate flags).
 image_spec() {
   IMG_CONFIG=(--set-platform linux/amd64 --env "PATH=${IMAGE_PATH}")
   IMG_ALIASES=()
   case "$1" in
-    kube-apiserver | kube-controller-manager | kube-scheduler | kube-proxy)
-      IMG_REF="$1:${MIRROR_KUBE_VERSION}"
-      IMG_SOURCE="k8s.io/kubernetes@${MIRROR_KUBE_VERSION}"
+    kube-apiserver@* | kube-controller-manager@* | kube-scheduler@* | kube-proxy@*)
+      IMG_REF="${1%@*}:${1#*@}"
+      IMG_SOURCE="k8s.io/kubernetes@${1#*@}"
       IMG_LAYERS=("$1")
-      if [[ "$1" == kube-proxy ]]; then IMG_LAYERS=(netfilter kube-proxy); fi
-      IMG_CONFIG+=(--entrypoint "/usr/local/bin/$1")
+      if [[ "$1" == kube-proxy@* ]]; then IMG_LAYERS=(netfilter "$1"); fi
+      IMG_CONFIG+=(--entrypoint "/usr/local/bin/${1%@*}")
       ;;
     etcd)
       IMG_REF="etcd:${MIRROR_ETCD_IMAGE_TAG}"
@@ -668,6 +690,12 @@ step_pki() { kit_ensure_ca; }
 main() {
   step_deps
   GO_VERSION="$(go env GOVERSION)"
+  mk_kube_versions
+  local version command
+  for version in "${MK_KUBE_VERSIONS[@]}"; do
+    for command in "${KIT_KUBE_CMDS[@]}"; do IMAGES+=("${command}@${version}"); done
+  done
+  IMAGES+=("${SHARED_IMAGES[@]}")
   mkdir -p "${WORK}" "${BIN}"
   trap 'kit_stop "${BUILD_REGISTRY}" 2>/dev/null || true' EXIT
   mk_log "mirror directory ${MK_OUT}"

@@ -4,12 +4,14 @@
 # directory into an air-gapped site and serve it there with serve.sh ADDRESS.
 # Same layout, same stack config as tools/mirror-kit/build.sh:
 #
-#   www/kubernetes/v<MAJOR.MINOR>/deb/  kubeadm, kubelet, kubectl MIRROR_KUBE_VERSION and what they
-#                                       depend on from that repository (kubernetes-cni, cri-tools
-#                                       if named), from KUBE_UPSTREAM/v<MAJOR.MINOR>/deb/
+#   www/kubernetes/v<MAJOR.MINOR>/deb/  kubeadm, kubelet, kubectl MIRROR_KUBE_VERSION and each
+#                                       MIRROR_KUBE_UPGRADE_FROM, and what they depend on from that
+#                                       repository (kubernetes-cni, cri-tools if named), from
+#                                       KUBE_UPSTREAM/v<MAJOR.MINOR>/deb/
 #   www/docker/linux/debian/            containerd.io MIRROR_CONTAINERD_VERSION from
 #                                       DOCKER_UPSTREAM/linux/debian bookworm stable
-#   registry/                           every image `kubeadm config images list` names, from
+#   registry/                           every image `kubeadm config images list` names for each of
+#                                       those versions, from
 #                                       IMAGES_UPSTREAM, and the two kube-flannel.yml names, from
 #                                       FLANNEL_IMAGES_UPSTREAM; linux/amd64, at the kit's paths
 #                                       (registry.k8s.io/<path> and ghcr.io/<path> -> <path>;
@@ -86,6 +88,7 @@ IMAGES_UPSTREAM="${IMAGES_UPSTREAM%/}"
 FLANNEL_IMAGES_UPSTREAM="${FLANNEL_IMAGES_UPSTREAM%/}"
 
 ARCH="$(dpkg --print-architecture)"
+mk_kube_versions
 KUBE_MINOR="$(cut -d. -f1,2 <<<"${MIRROR_KUBE_VERSION#v}")"
 # Where build-debs.sh publishes the two repositories.
 KUBE_REPO_DIR="${MK_WWW}/kubernetes/v${KUBE_MINOR}/deb"
@@ -144,22 +147,23 @@ newest_version() {
     sort -V | tail -n 1
 }
 
-# closure NAME PKG=VERSION...: those packages and, transitively, what they
-# depend on or recommend that repository NAME holds, at its candidate version
-# (as apt on a node picks them); one PKG=VERSION a line.
+# closure NAME PKG=VERSION...: those packages (a package may come at several
+# versions) and, transitively, what they depend on or recommend that repository
+# NAME holds, at its candidate version (as apt on a node picks them); one
+# PKG=VERSION a line.
 closure() {
-  local name="$1" pkg spec version
+  local name="$1" pkg spec
   shift
-  upstream_apt "${name}" apt-cache depends --recurse --no-suggests --no-conflicts --no-breaks --no-replaces \
-    --no-enhances "$@" | grep -v '^[[:space:]<]' | LC_ALL=C sort -u | while read -r pkg; do
-    version=""
-    for spec in "$@"; do
-      if [[ "${spec%%=*}" == "${pkg}" ]]; then version="${spec#*=}"; fi
+  {
+    printf '%s\n' "$@"
+    upstream_apt "${name}" apt-cache depends --recurse --no-suggests --no-conflicts --no-breaks --no-replaces \
+      --no-enhances "$@" | grep -v '^[[:space:]<]' | LC_ALL=C sort -u | while read -r pkg; do
+      for spec in "$@"; do
+        [[ "${spec%%=*}" != "${pkg}" ]] || continue 2
+      done
+      printf '%s=%s\n' "${pkg}" "$(upstream_apt "${name}" apt-cache policy "${pkg}" | awk '$1 == "Candidate:" { print $2 }')"
     done
-    [[ -n "${version}" ]] ||
-      version="$(upstream_apt "${name}" apt-cache policy "${pkg}" | awk '$1 == "Candidate:" { print $2 }')"
-    printf '%s=%s\n' "${pkg}" "${version}"
-  done
+  } | LC_ALL=C sort
 }
 
 # fill_repo NAME POOL INRELEASE "PKG=VERSION..." PUBLISH_ARG...: POOL holds
@@ -212,12 +216,14 @@ published_key() {
 }
 
 step_kube_packages() {
-  local source="${KUBE_UPSTREAM}/v${KUBE_MINOR}/deb/" cmd version packages=""
+  local source="${KUBE_UPSTREAM}/v${KUBE_MINOR}/deb/" cmd kube version packages=""
   upstream_update kube "${source}Release.key" "${source} /"
-  for cmd in kubeadm kubelet kubectl; do
-    version="$(newest_version kube "${cmd}" "${MIRROR_KUBE_VERSION#v}")"
-    [[ -n "${version}" ]] || mk_die "no ${cmd} ${MIRROR_KUBE_VERSION#v}-* in ${source}"
-    packages+="${cmd}=${version} "
+  for kube in "${MK_KUBE_VERSIONS[@]}"; do
+    for cmd in kubeadm kubelet kubectl; do
+      version="$(newest_version kube "${cmd}" "${kube#v}")"
+      [[ -n "${version}" ]] || mk_die "no ${cmd} ${kube#v}-* in ${source}"
+      packages+="${cmd}=${version} "
+    done
   done
   MK_REPO_ORIGIN="kvm-kubeadm mirror of pkgs.k8s.io" MK_REPO_LABEL="kubernetes v${KUBE_MINOR}" \
     fill_repo kube "${KUBE_REPO_DIR}/${ARCH}" "${KUBE_REPO_DIR}/InRelease" "${packages}" \
@@ -265,22 +271,26 @@ step_flannel_manifest() {
 }
 
 # image_plan: "SOURCE PATH:TAG ALIAS" a line (ALIAS - for none): every image
-# kubeadm lists for MIRROR_KUBE_VERSION (the pinned list when there is no
-# .toolchain/bin/kubeadm) and kube-flannel.yml's two, each with its upstream
-# and its path in the kit.
+# kubeadm lists for each kit version (the pinned list when there is no
+# .toolchain/bin/kubeadm; for an older patch release the toolchain's kubeadm
+# names its own etcd, coredns and pause, which build-images.sh checks against
+# that release's kubeadm) and kube-flannel.yml's two, each with its upstream and
+# its path in the kit.
 image_plan() {
-  local kubeadm="${MK_ROOT}/.toolchain/bin/kubeadm" ref path refs
-  if [[ -x "${kubeadm}" ]]; then
-    # With the version given kubeadm looks nothing up; unshare -rn makes sure.
-    refs="$(unshare -rn "${kubeadm}" config images list --kubernetes-version "${MIRROR_KUBE_VERSION}" \
-      --image-repository registry.k8s.io 2>"${MK_OUT}/logs/kubeadm.log")" ||
-      mk_die "kubeadm config images list failed (${MK_OUT}/logs/kubeadm.log)"
-  else
-    mk_log "no ${kubeadm} (tools/setup.sh --full builds it): the kube images tools/versions.env pins"
-    refs="$(kit_kube_image_refs)"
-  fi
+  local kubeadm="${MK_ROOT}/.toolchain/bin/kubeadm" ref path refs="" kube
+  [[ -x "${kubeadm}" ]] || mk_log "no ${kubeadm} (tools/setup.sh --full builds it): the kube images tools/versions.env pins"
+  for kube in "${MK_KUBE_VERSIONS[@]}"; do
+    if [[ -x "${kubeadm}" ]]; then
+      # With the version given kubeadm looks nothing up; unshare -rn makes sure.
+      refs+="$(unshare -rn "${kubeadm}" config images list --kubernetes-version "${kube}" \
+        --image-repository registry.k8s.io 2>"${MK_OUT}/logs/kubeadm.log")"$'\n' ||
+        mk_die "kubeadm config images list failed (${MK_OUT}/logs/kubeadm.log)"
+    else
+      refs+="$(kit_kube_image_refs "${kube}")"$'\n'
+    fi
+  done
   [[ -f "${FLANNEL_FILE}" ]] || mk_die "no ${FLANNEL_FILE}: run the flannel-manifest step first"
-  refs+=$'\n'"$(flannel_images "${FLANNEL_FILE}")"
+  refs="$(LC_ALL=C sort -u <<<"${refs}$(flannel_images "${FLANNEL_FILE}")")"
   while read -r ref; do
     case "${ref}" in
       registry.k8s.io/*) path="${ref#registry.k8s.io/}" && printf '%s/%s %s' "${IMAGES_UPSTREAM}" "${path}" "${path}" ;;

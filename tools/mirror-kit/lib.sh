@@ -28,6 +28,7 @@
 #   mk_signing_key              the signing key's fingerprint (made on first use)
 #   mk_key_fingerprint          the same, empty if there is no key yet
 #   mk_publish_repo LAYOUT ...  index and sign an apt repository (see below)
+#   mk_kube_versions            MK_KUBE_VERSIONS: the Kubernetes versions the kit serves
 
 MK_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MK_ROOT="$(cd "${MK_LIB_DIR}/../.." && pwd)"
@@ -140,6 +141,22 @@ mk_require_debs() {
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends \
       "${missing[@]}" >&2
   }
+}
+
+# mk_kube_versions: set MK_KUBE_VERSIONS to the Kubernetes versions the kit serves,
+# MIRROR_KUBE_VERSION first, then the older patch releases of MIRROR_KUBE_UPGRADE_FROM
+# (tools/versions.env). The kit serves one minor's package repository, so each must
+# be a release of MIRROR_KUBE_VERSION's minor, older than it.
+mk_kube_versions() {
+  local version
+  MK_KUBE_VERSIONS=("${MIRROR_KUBE_VERSION}")
+  for version in ${MIRROR_KUBE_UPGRADE_FROM:-}; do
+    [[ "${version}" =~ ^v1\.[0-9]+\.[0-9]+$ && "${version%.*}" == "${MIRROR_KUBE_VERSION%.*}" ]] ||
+      mk_die "MIRROR_KUBE_UPGRADE_FROM: ${version} is not a ${MIRROR_KUBE_VERSION%.*}.N release (tools/versions.env)"
+    ((${version##*.} < ${MIRROR_KUBE_VERSION##*.})) ||
+      mk_die "MIRROR_KUBE_UPGRADE_FROM: ${version} is not older than MIRROR_KUBE_VERSION ${MIRROR_KUBE_VERSION}"
+    MK_KUBE_VERSIONS+=("${version}")
+  done
 }
 
 mk_gpg() { gpg --homedir "${MK_KEYS}" --batch --quiet "$@"; }

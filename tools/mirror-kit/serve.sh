@@ -97,8 +97,9 @@ HTTP="http://${HOST}:${HTTP_PORT}"
 REG="${HOST}:${REGISTRY_PORT}"
 cat <<EOF
 # Stack config for this mirror (e.g. in Pulumi.<stack>.yaml, under config:).
-# The mirror holds Kubernetes ${MIRROR_KUBE_VERSION} and flannel ${MIRROR_FLANNEL_VERSION} only, the program's
-# defaults: a stack that sets kubernetes.version or flannel.version must keep them.
+# The mirror holds Kubernetes ${MIRROR_KUBE_VERSION} and flannel ${MIRROR_FLANNEL_VERSION}, the program's
+# defaults, and, to upgrade from, Kubernetes ${MIRROR_KUBE_UPGRADE_FROM:-none}: a stack's
+# kubernetes.version must be one of these, its flannel.version the default.
   kvm-kubeadm:mirrors:
     kubePackages: ${HTTP}/kubernetes
     imageRepository: ${REG}

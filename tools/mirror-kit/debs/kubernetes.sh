@@ -2,8 +2,9 @@
 # debs/kubernetes.sh: the packages of pkgs.k8s.io's v<MAJOR.MINOR> repository
 # that a kubeadm node installs, built from Go modules:
 #
-#   kube_debs OUTDIR   kubeadm, kubelet, kubectl <MIRROR_KUBE_VERSION>-<MIRROR_KUBE_DEB_REVISION>
-#   cni_debs OUTDIR    kubernetes-cni <MIRROR_CNI_VERSION>-<MIRROR_CNI_DEB_REVISION>
+#   kube_debs VERSION OUTDIR  kubeadm, kubelet, kubectl <VERSION>-<MIRROR_KUBE_DEB_REVISION>
+#                             (build-debs.sh: MIRROR_KUBE_VERSION and each MIRROR_KUBE_UPGRADE_FROM)
+#   cni_debs OUTDIR           kubernetes-cni <MIRROR_CNI_VERSION>-<MIRROR_CNI_DEB_REVISION>
 #
 # Files and layout follow k8s.io/release cmd/krel/templates/latest/<package>/
 # <package>.spec for debbuild (the "%if debbuild" branches); the unit file,
@@ -31,7 +32,7 @@ kube_check_versions() {
 }
 
 kube_debs() {
-  local outdir="$1" version="${MIRROR_KUBE_VERSION}"
+  local version="$1" outdir="$2"
   local debver="${version#v}-${MIRROR_KUBE_DEB_REVISION}"
   local work="${MK_BUILD}/kubernetes-${version}"
   local bin="${work}/bin" templates epoch cmd
@@ -41,10 +42,10 @@ kube_debs() {
   # packages. All three are static (CGO_ENABLED=0); upstream links kubelet
   # with cgo (it is not in hack/lib/golang.sh's KUBE_STATIC_BINARIES), which
   # would mean a second build of nearly everything.
-  mk_step "kubernetes: wrapper module" kube_wrapper_module "${work}/module" "${version}" kvm-kubeadm-mirror-debs "${pkgs[@]}"
+  mk_step "kubernetes ${version}: wrapper module" kube_wrapper_module "${work}/module" "${version}" kvm-kubeadm-mirror-debs "${pkgs[@]}"
   rm -rf "${bin}"
   mkdir -p "${bin}"
-  KUBE_TOOLS_NICE=10 mk_step "kubernetes: go build kubeadm kubelet kubectl" \
+  KUBE_TOOLS_NICE=10 mk_step "kubernetes ${version}: go build kubeadm kubelet kubectl" \
     kube_go_build "${work}/module" "${version}" "${bin}/" "${pkgs[@]}"
   kube_check_versions "${bin}" "${version}"
   templates="$(kube_templates)"

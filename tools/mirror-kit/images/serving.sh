@@ -8,8 +8,8 @@
 #                               go install a released main package into DIR
 #   kit_build_tools NAME...     the kit tools (registry, crane, ctr) in ${MK_OUT}/bin,
 #                               each built from its pinned Go module unless stamped
-#   kit_kube_image_refs         the kube images tools/versions.env pins, as
-#                               `kubeadm config images list` names them
+#   kit_kube_image_refs VERSION the images tools/versions.env pins for kube VERSION,
+#                               as `kubeadm config images list` names them
 #   kit_ensure_ca               the kit CA, made once: ${MK_OUT}/pki/ca.{crt,key}
 #   kit_server_cert ADDRESS     a server certificate for ADDRESS (IP or DNS SAN)
 #                               signed by that CA; prints the .crt path
@@ -27,7 +27,8 @@
 # ---------------------------------------------------------------------------
 # kit tools, and the images kubeadm asks for
 # ---------------------------------------------------------------------------
-# The kube commands that are images of their own, tagged MIRROR_KUBE_VERSION.
+# The kube commands that are images of their own, tagged with each kube version
+# of the kit (lib.sh mk_kube_versions).
 KIT_KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
 
 # kit_go_install DIR PKG@VERSION LDFLAGS [TAGS]: build a main package of a
@@ -91,11 +92,12 @@ kit_build_tools() {
   done
 }
 
-# kit_kube_image_refs: the images of MIRROR_KUBE_VERSION under registry.k8s.io,
-# one a line, as tools/versions.env pins them.
+# kit_kube_image_refs VERSION: the images of kube VERSION under registry.k8s.io,
+# one a line, as tools/versions.env pins them (etcd, coredns and pause: one each
+# for every version).
 kit_kube_image_refs() {
   local c
-  for c in "${KIT_KUBE_CMDS[@]}"; do printf 'registry.k8s.io/%s:%s\n' "${c}" "${MIRROR_KUBE_VERSION}"; done
+  for c in "${KIT_KUBE_CMDS[@]}"; do printf 'registry.k8s.io/%s:%s\n' "${c}" "$1"; done
   printf 'registry.k8s.io/coredns/coredns:%s\n' "${MIRROR_COREDNS_VERSION}"
   printf 'registry.k8s.io/pause:%s\n' "${MIRROR_PAUSE_VERSION}"
   printf 'registry.k8s.io/etcd:%s\n' "${MIRROR_ETCD_IMAGE_TAG}"
