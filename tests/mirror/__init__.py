@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -29,6 +30,11 @@ import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SERVE = PROJECT_DIR / "tools" / "mirror-kit" / "serve.sh"
+# The kit's pinned versions (tools/versions.env), by key.
+PINS = dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", (PROJECT_DIR / "tools" / "versions.env").read_text(), re.M))
+# The Kubernetes versions the kit serves: MIRROR_KUBE_VERSION (the program's default), then
+# the older patch releases of MIRROR_KUBE_UPGRADE_FROM, which an upgrade test starts from.
+KUBE_VERSIONS = [PINS["MIRROR_KUBE_VERSION"], *PINS["MIRROR_KUBE_UPGRADE_FROM"].split()]
 
 
 def run_kit_script(script: Path, timeout: float) -> None:

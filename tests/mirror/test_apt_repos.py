@@ -1,7 +1,9 @@
 """The offline mirror's apt repositories, installed from with nothing else reachable.
 
 tools/mirror-kit/build-debs.sh builds (or, by its stamps, keeps) the two signed
-repositories in .cache/mirror/www. This module serves that directory with
+repositories in .cache/mirror/www; the kube one holds kubeadm, kubelet and kubectl
+at every version the kit serves (the default and the ones an upgrade starts from).
+This module serves that directory with
 Python's http.server on 127.0.0.1 inside a network namespace it creates, and
 runs apt in a Debian 12 root (mmdebstrap, cached in .cache/mirror-test/)
 chrooted into the same namespace, whose only link is lo: the mirror is the one
@@ -22,7 +24,7 @@ from typing import Iterator, Optional
 import pytest
 
 from components.scripts import render
-from tests.mirror import Node, debian_root_tar, run_kit_script, served_root
+from tests.mirror import KUBE_VERSIONS, PINS, Node, debian_root_tar, run_kit_script, served_root
 from tests.pulumi_cli import require
 
 pytestmark = pytest.mark.mirror
@@ -30,7 +32,6 @@ pytestmark = pytest.mark.mirror
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 BUILD_DEBS = PROJECT_DIR / "tools" / "mirror-kit" / "build-debs.sh"
 WWW = PROJECT_DIR / ".cache" / "mirror" / "www"
-PINS = dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", (PROJECT_DIR / "tools" / "versions.env").read_text(), re.M))
 KUBE_VERSION = PINS["MIRROR_KUBE_VERSION"]  # v1.36.3
 CONTAINERD_VERSION = PINS["MIRROR_CONTAINERD_VERSION"]
 RUNC_VERSION = PINS["MIRROR_RUNC_VERSION"]
@@ -47,7 +48,8 @@ ROOT_TAR = (
 )
 PORT = 8080
 MIRROR_URL = f"http://127.0.0.1:{PORT}"
-KUBE_REPO = f"{MIRROR_URL}/kubernetes/v{'.'.join(KUBE_VERSION.removeprefix('v').split('.')[:2])}/deb/"
+KUBE_MINOR = f"v{'.'.join(KUBE_VERSION.removeprefix('v').split('.')[:2])}"  # v1.36: one repository for its releases
+KUBE_REPO = f"{MIRROR_URL}/kubernetes/{KUBE_MINOR}/deb/"
 DOCKER_REPO = f"{MIRROR_URL}/docker/linux/debian"
 
 
@@ -111,6 +113,26 @@ def test_the_namespace_has_no_link_but_loopback(node):
 
 def test_the_packages_stage_installs_the_kube_packages_from_the_mirror(kube_install):
     assert kube_install.returncode == 0, f"install_kube_packages failed:\n{kube_install.stdout}\n{kube_install.stderr}"
+
+
+def test_the_kube_repository_indexes_every_kit_version_and_one_kubernetes_cni(repos):
+    index = (repos / KUBE_REPO.removeprefix(f"{MIRROR_URL}/") / "Packages").read_text()
+    stanzas = [dict(re.findall(r"^([\w-]+): (.*)$", stanza, re.M)) for stanza in index.split("\n\n") if stanza.strip()]
+    listed = sorted((stanza["Package"], stanza["Version"]) for stanza in stanzas)
+    revision = PINS["MIRROR_KUBE_DEB_REVISION"]
+    assert listed == sorted([(name, f"{version.removeprefix('v')}-{revision}")
+                             for name in ("kubeadm", "kubectl", "kubelet") for version in KUBE_VERSIONS]
+                            + [("kubernetes-cni", CNI_DEB_VERSION)]), listed
+
+
+def test_the_packages_stage_finds_each_kit_version_by_its_number(node, kube_install):
+    """kubernetes.version 1.36.2 gets 1.36.2's packages, 1.36.3 (the default) its own, and 1.36 the newest."""
+    minor = KUBE_MINOR.removeprefix("v")
+    found = {version: node.out(f"KVMK_SOURCE_ONLY=1; source /tmp/packages.sh; newest_matching kubeadm {version}")
+             for version in [v.removeprefix("v") for v in KUBE_VERSIONS] + [minor]}
+    revision = PINS["MIRROR_KUBE_DEB_REVISION"]
+    assert found == {**{v.removeprefix("v"): f"{v.removeprefix('v')}-{revision}" for v in KUBE_VERSIONS},
+                     minor: f"{KUBE_VERSION.removeprefix('v')}-{revision}"}
 
 
 def test_kubeadm_is_the_pinned_version(node, kube_install):

@@ -11,7 +11,8 @@ namespace with every upstream pointed at the stand-in and --out a temporary dire
 and the registry there from the module cache (GOPROXY=file://...).
 
 Checked: both republished repositories verify under the filled mirror's own new key (not the stand-in's)
-and carry the same packages, versions and .deb hashes; apt in a Debian 12 root installs kubeadm, kubelet,
+and carry the same packages, versions and .deb hashes (the kube packages at every version the kit serves,
+MIRROR_KUBE_UPGRADE_FROM's too); apt in a Debian 12 root installs kubeadm, kubelet,
 kubectl and containerd.io from the filled copy, OS packages included, through the packages stage's own
 functions; every image tag the kit holds is in the filled registry with the same digest, also as serve.sh
 serves the filled directory; kube-flannel.yml and Debian's index files are byte-identical; a second run,
@@ -40,7 +41,7 @@ import pytest
 
 from components.scripts import render
 from tests.mirror import (
-    Node, debian_root_tar, kit_served, netns, registry_tags, served_root, share_mirror, stdout_of,
+    KUBE_VERSIONS, Node, debian_root_tar, kit_served, netns, registry_tags, served_root, share_mirror, stdout_of,
 )
 from tests.mirror.test_apt_repos import (
     CONTAINERD_VERSION, DOCKER_REPO, KUBE_REPO, KUBE_VERSION, MIRROR_URL, PINS, PORT,
@@ -216,11 +217,12 @@ def verifies(inrelease: Path, armored_key: Path, home: Path) -> subprocess.Compl
                           capture_output=True, text=True)
 
 
-def packages_of(signed_dir: Path) -> dict[str, tuple[str, str]]:
-    """Package -> (Version, SHA256) of the Packages index under a signed directory."""
+def packages_of(signed_dir: Path) -> dict[tuple[str, str], str]:
+    """(Package, Version) -> SHA256 of the Packages index under a signed directory (a package may
+    come at several versions)."""
     index = next(signed_dir.glob("**/Packages"))
     stanzas = [dict(re.findall(r"^([\w-]+): (.*)$", s, re.M)) for s in index.read_text().split("\n\n") if s.strip()]
-    return {s["Package"]: (s["Version"], s["SHA256"]) for s in stanzas}
+    return {(s["Package"], s["Version"]): s["SHA256"] for s in stanzas}
 
 
 def relative_files(root: Path) -> set[str]:
@@ -247,7 +249,8 @@ def test_the_fill_took_each_part_from_the_stand_in(filled, upstream):
         assert f'"GET {path} HTTP/1.1" 200' in http, f"no GET {path} in the stand-in's log"
     assert re.search(rf'"GET /{KUBE_DIR}/amd64/kubeadm_[^ ]*\.deb HTTP/1.1" 200', http)
     registry = (upstream.directory / "run" / "registry.log").read_text()
-    assert f'"GET /v2/kube-apiserver/manifests/{KUBE_VERSION} HTTP/2.0" 200' in registry
+    for version in KUBE_VERSIONS:
+        assert f'"GET /v2/kube-apiserver/manifests/{version} HTTP/2.0" 200' in registry, version
     assert f'"GET /v2/flannel-io/flannel/manifests/{PINS["MIRROR_FLANNEL_VERSION"]} HTTP/2.0" 200' in registry
 
 
@@ -269,7 +272,11 @@ def test_the_republished_repository_carries_the_same_packages(filled, repository
     signed, _ = REPOSITORIES[repository]
     packages = packages_of(filled.www(signed))
     assert packages == packages_of(KIT / "www" / signed)
-    assert {"kube": {"kubeadm", "kubelet", "kubectl", "kubernetes-cni"}, "docker": {"containerd.io"}}[repository] == set(packages)
+    assert {"kube": {"kubeadm", "kubelet", "kubectl", "kubernetes-cni"}, "docker": {"containerd.io"}}[repository] == {
+        name for name, _ in packages}
+    if repository == "kube":
+        kubeadms = {version.split("-")[0] for name, version in packages if name == "kubeadm"}
+        assert kubeadms == {version.removeprefix("v") for version in KUBE_VERSIONS}, kubeadms
 
 
 def test_the_packages_stage_installs_from_the_filled_copy(installed):
@@ -280,7 +287,8 @@ def test_the_packages_stage_installs_from_the_filled_copy(installed):
     assert node.out("kubeadm version -o short") == KUBE_VERSION
     assert node.out("kubelet --version") == f"Kubernetes {KUBE_VERSION}"
     assert node.out("containerd --version").split()[2] == CONTAINERD_VERSION
-    assert node.out("dpkg-query -W -f='${Version}' kubernetes-cni") == packages_of(KIT / "www" / KUBE_DIR)["kubernetes-cni"][0]
+    (cni,) = [version for name, version in packages_of(KIT / "www" / KUBE_DIR) if name == "kubernetes-cni"]
+    assert node.out("dpkg-query -W -f='${Version}' kubernetes-cni") == cni
 
 
 def test_apt_read_every_index_from_the_filled_copy(installed):

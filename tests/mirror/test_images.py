@@ -8,7 +8,8 @@ module creates a network namespace whose only links are lo and a dummy interface
   registry storage, www and tools, so serve.sh makes a fresh kit CA and a server certificate for the address;
 * starts containerd 2.x (.toolchain/bin/containerd2) with a scratch root and state and a config whose
   `config_path` names a certs.d directory holding `<host:port>/hosts.toml` with the kit's CA;
-* pulls, with ctr, every image that kubeadm and the served kube-flannel.yml name for that mirror.
+* pulls, with ctr, every image that kubeadm and the served kube-flannel.yml name for that mirror, and the
+  kube images of the older Kubernetes versions the kit serves for upgrade tests (MIRROR_KUBE_UPGRADE_FROM).
 
 What each image must hold comes from the real manifests: kubeadm's own static Pods, CoreDNS Deployment and
 kube-proxy DaemonSet (an offline `kubeadm init --dry-run` against the mirror's imageRepository) and the served,
@@ -41,7 +42,7 @@ from components.config import parse
 from components.config_schema import Flannel, Kubernetes
 from components.registries import certs_d_files
 from tests.conftest import with_keys
-from tests.mirror import run_kit_script, stop
+from tests.mirror import KUBE_VERSIONS, PINS, run_kit_script, stop
 from tests.program import PROJECT_DIR, load_stack_config
 from tests.pulumi_cli import TOOLCHAIN, require
 
@@ -49,8 +50,8 @@ pytestmark = pytest.mark.mirror
 
 KIT = PROJECT_DIR / "tools" / "mirror-kit"
 OUT = PROJECT_DIR / ".cache" / "mirror"
-PINS = dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", (PROJECT_DIR / "tools" / "versions.env").read_text(), re.M))
 KUBE_VERSION = PINS["MIRROR_KUBE_VERSION"]
+KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")  # one image each, per version
 FLANNEL_VERSION = PINS["MIRROR_FLANNEL_VERSION"]
 KUBEADM = TOOLCHAIN / "bin" / "kubeadm"
 CONTAINERD = TOOLCHAIN / "bin" / "containerd2"
@@ -338,8 +339,23 @@ def manifests(served, netns, tmp_path_factory) -> Manifests:
 
 
 @pytest.fixture(scope="module")
-def pulled(containerd, manifests, served) -> dict[str, subprocess.CompletedProcess]:
-    refs = sorted(set(manifests.kubeadm_images) | {c.image for c in manifests.containers}
+def older_kubeadm_images(served, tmp_path_factory) -> list[str]:
+    """What the kubeadm of each older version the kit serves (an upgrade starts at one of them) lists
+    under the mirror: that version's own kubeadm, from the kit's package, as a node at it would ask."""
+    images = []
+    for version in KUBE_VERSIONS[1:]:
+        debs = sorted((OUT / "www" / "kubernetes").glob(f"v*/deb/*/kubeadm_{version.removeprefix('v')}-*.deb"))
+        assert len(debs) == 1, f"no single kubeadm {version} package in the kit: {debs} (tools/mirror-kit/build.sh)"
+        root = tmp_path_factory.mktemp(f"kubeadm-{version}")
+        ok(run(["dpkg-deb", "-x", str(debs[0]), str(root)]))
+        images += ok(run(["unshare", "-rn", str(root / "usr" / "bin" / "kubeadm"), "config", "images", "list",
+                          "--kubernetes-version", version, "--image-repository", served.registry])).split()
+    return images
+
+
+@pytest.fixture(scope="module")
+def pulled(containerd, manifests, served, older_kubeadm_images) -> dict[str, subprocess.CompletedProcess]:
+    refs = sorted(set(manifests.kubeadm_images) | {c.image for c in manifests.containers} | set(older_kubeadm_images)
                   # the upstream path of CoreDNS, for a config that keeps registry.k8s.io's layout
                   | {f"{served.registry}/coredns/coredns:{PINS['MIRROR_COREDNS_VERSION']}"})
     pulls = {}
@@ -431,7 +447,8 @@ def test_a_second_build_with_nothing_changed_does_nothing(built):
     ok(result)
     log = result.stderr
     assert not re.search(r"building|pushed|registry storage:", log), log
-    assert len(re.findall(r"image \S+: up to date", log)) == 9, log
+    # Each version's four kube images, and etcd, coredns, pause and flannel's two.
+    assert len(re.findall(r"image \S+: up to date", log)) == 4 * len(KUBE_VERSIONS) + 5, log
 
 
 def test_the_namespace_reaches_nothing_but_the_mirror(netns):
@@ -513,10 +530,7 @@ def test_every_image_is_linux_amd64_with_the_executable_its_manifests_run(pulled
 def test_the_image_configs_are_the_upstream_ones(pulled, containerd, served):
     """Entrypoint and user as the upstream images have them (Dockerfiles of pause, coredns, flannel; go-runner)."""
     expected = {
-        f"kube-apiserver:{KUBE_VERSION}": (["/usr/local/bin/kube-apiserver"], ""),
-        f"kube-controller-manager:{KUBE_VERSION}": (["/usr/local/bin/kube-controller-manager"], ""),
-        f"kube-scheduler:{KUBE_VERSION}": (["/usr/local/bin/kube-scheduler"], ""),
-        f"kube-proxy:{KUBE_VERSION}": (["/usr/local/bin/kube-proxy"], ""),
+        **{f"{command}:{version}": ([f"/usr/local/bin/{command}"], "") for command in KUBE_COMMANDS for version in KUBE_VERSIONS},
         f"etcd:{PINS['MIRROR_ETCD_IMAGE_TAG']}": (["/usr/local/bin/etcd"], ""),
         f"coredns:{PINS['MIRROR_COREDNS_VERSION']}": (["/coredns"], "65532:65532"),
         f"pause:{PINS['MIRROR_PAUSE_VERSION']}": (["/pause"], "65535:65535"),
@@ -526,6 +540,24 @@ def test_the_image_configs_are_the_upstream_ones(pulled, containerd, served):
         image = containerd.config(f"{served.registry}/{name}")["config"]
         assert (image.get("Entrypoint"), image.get("User", "")) == (entrypoint, user), name
         assert image_path({"config": image}) == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", name
+
+
+def test_older_versions_name_the_same_shared_images_and_their_kube_images_run_their_version(
+        pulled, containerd, served, manifests, older_kubeadm_images, netns):
+    """The kit builds one etcd, coredns and pause: an older version's kubeadm must name the same ones."""
+    require(None if KUBE_VERSIONS[1:] else "tools/versions.env names no MIRROR_KUBE_UPGRADE_FROM")
+    shared = {image for image in manifests.kubeadm_images if not image.split("/")[-1].startswith("kube-")}
+    assert shared <= set(older_kubeadm_images), (shared, older_kubeadm_images)
+    problems = []
+    for version in KUBE_VERSIONS[1:]:
+        for command in KUBE_COMMANDS:
+            ref = f"{served.registry}/{command}:{version}"
+            assert ref in older_kubeadm_images, (ref, older_kubeadm_images)
+            config, root = image_of(containerd, ref)
+            result = chroot(netns, root, config, [*config["config"]["Entrypoint"], "--version"])
+            if result.returncode != 0 or result.stdout.strip() != f"Kubernetes {version}":
+                problems.append(f"{ref}: {result.returncode} {result.stdout}{result.stderr}")
+    assert not problems, "\n".join(problems)
 
 
 def test_the_manifests_commands_run_in_their_images(pulled, containerd, manifests, netns):

@@ -25,6 +25,7 @@ from components.procedure import packages_params
 from components.scripts import render
 from providers.bootstrap_token import TOKEN_FORMAT, generate_token
 from tests.conftest import with_keys
+from tests.mirror import KUBE_VERSIONS, PINS
 from tests.program import PROJECT_DIR, load_stack_config
 from tests.pulumi_cli import TOOLCHAIN, require
 
@@ -89,6 +90,18 @@ def test_kubeadm_lists_images_under_the_configured_repository(kubeadm_bin, ssh_k
     for image in images:
         assert image.startswith(repository + "/"), image
     assert f"{repository}/kube-apiserver:v1.36.3" in images
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_kubeadm_lists_for_each_kit_version_the_images_the_kit_builds(kubeadm_bin, version):
+    """The mirror kit builds the four kube images of each version it serves (MIRROR_KUBE_VERSION and the
+    older MIRROR_KUBE_UPGRADE_FROM) and one etcd, coredns and pause for all of them."""
+    listed = offline(kubeadm_bin, "config", "images", "list", "--kubernetes-version", version,
+                     "--image-repository", "registry.k8s.io").stdout.split()
+    kube = [f"registry.k8s.io/{c}:{version}" for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")]
+    shared = [f"registry.k8s.io/coredns/coredns:{PINS['MIRROR_COREDNS_VERSION']}",
+              f"registry.k8s.io/pause:{PINS['MIRROR_PAUSE_VERSION']}", f"registry.k8s.io/etcd:{PINS['MIRROR_ETCD_IMAGE_TAG']}"]
+    assert sorted(listed) == sorted(kube + shared)
 
 
 def test_the_raised_leader_election_flags_exist_and_kubeadm_accepts_them(kubeadm_bin, ssh_keys, tmp_path):
