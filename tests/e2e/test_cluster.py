@@ -1,17 +1,21 @@
 """A real cluster end to end, on the offline mirror kit: a first `pulumi up` whose kubeadm
 init fails, a second that completes it without manual cleanup, then Ready nodes, the pod
-network, DNS and Services, idempotence, a worker added and removed, a worker lost behind
-Pulumi's back, and a clean destroy.
+network, DNS and Services, idempotence, a patch upgrade of Kubernetes node by node while a
+workload keeps answering, a worker added (at the new version) and removed, a worker lost
+behind Pulumi's back, and a clean destroy.
 
 Everything runs inside the network namespace of the e2e harness: libvirtd and the VMs under
 QEMU software emulation, the kit's HTTP server and TLS registry on the e2e network's gateway,
 pulumi, ssh and kubectl. The stack is the e2e stack (the dev stack with what this machine
 requires) with `stages: kubernetes`, the kit's printed `mirrors` and `registries` blocks, the
-control plane plus one worker (a second one for the scale step), and kubeadm timeouts raised
-for software emulation.
+control plane plus one worker (a second one for the scale step), kubeadm timeouts raised
+for software emulation, and `kubernetes.version` at the older patch release the kit serves
+(MIRROR_KUBE_UPGRADE_FROM, 1.36.2) until the upgrade step moves it to the kit's (and the
+program's) default, MIRROR_KUBE_VERSION (1.36.3).
 
-It takes about 35 minutes here, too long to sit next to the rest of the suite within CI's 90
-minutes with a margin, so it runs when KVMK_CLUSTER_E2E=1 is set (see the README's end-to-end section).
+Without the upgrade step it took about 35 minutes here, too long to sit next to the rest of
+the suite within CI's 90 minutes with a margin, so it runs when KVMK_CLUSTER_E2E=1 is set
+(see the README's end-to-end section).
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import json
 import os
 import re
 import subprocess
+import threading
 import time
+from dataclasses import dataclass, field
 
 import pytest
 import yaml
 
 from tests.e2e.stack import STACK, E2eStack, Up, e2e_config, e2e_project, reporter, require_e2e_prerequisites
 from tests.harness.libvirt_netns import LibvirtNetns
-from tests.mirror import SERVE, kit_served, registry_tags
+from tests.mirror import KUBE_VERSIONS, SERVE, kit_served, registry_tags
 from tests.program import PROJECT_DIR, load_stack_config
 from tests.pulumi_cli import require
 
@@ -40,10 +46,20 @@ REGISTRY = f"{GATEWAY}:5000"
 CONTROL_PLANE, FIRST_WORKER, SECOND_WORKER = "k8smaster", "k8sworker1", "k8sworker2"
 # What follows the node list: DNS entries, the cluster ready check and the version record.
 CLUSTER_WIDE = {"k8s-network-net", "k8s-ready", "k8s-kubernetes-version"}
+# The upgrade: installed at the older patch release the kit serves, then moved to the kit's
+# (and the program's) default.
+OLD_VERSION = (KUBE_VERSIONS[1:] or [""])[0].removeprefix("v")
+NEW_VERSION = KUBE_VERSIONS[0].removeprefix("v")
+# Each node's upgrade steps, in the order procedure.py runs them.
+UPGRADE_STEPS = {CONTROL_PLANE: ("upgrade-kubeadm", "upgrade-apply", "drain", "upgrade-kubelet", "uncordon"),
+                 FIRST_WORKER: ("upgrade-kubeadm", "upgrade-node", "drain", "upgrade-kubelet", "uncordon")}
+STATIC_PODS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# The workload that must keep answering through the upgrade, on a fixed NodePort of the control plane.
+WORKLOAD, NODE_PORT = "e2e-upgrade", 30080
 OPT_IN = "KVMK_CLUSTER_E2E"
 NOT_IN_CI = (
     f"the real-cluster e2e is not part of the default run: it took 35 minutes on this 2-core machine under software "
-    f"emulation (and over 47 in a run whose control plane crash-looped), which next to the rest of the suite (about 22 "
+    f"emulation before its upgrade step (and over 47 in a run whose control plane crash-looped), which next to the rest of the suite (about 22 "
     f"minutes) leaves CI's 90 minutes too thin a margin; run it with {OPT_IN}=1 .venv/bin/pytest tests/e2e/test_cluster.py "
     f"(README: End to end)"
 )
@@ -74,7 +90,17 @@ def kubectl_binary():
 def kit_missing() -> str | None:
     if not (KIT / "www" / "kubernetes").is_dir() or not kubectl_binary().exists():
         return "no mirror kit: run tools/mirror-kit/build.sh (tools/setup.sh --full does)"
+    if len(KUBE_VERSIONS) < 2:
+        return "tools/versions.env names no MIRROR_KUBE_UPGRADE_FROM: the upgrade step has no version to start from"
+    if not list((KIT / "www" / "kubernetes").glob(f"v*/deb/*/kubeadm_{OLD_VERSION}-*.deb")):
+        return f"the mirror kit has no Kubernetes {OLD_VERSION} to upgrade from: run tools/mirror-kit/build.sh again"
     return None
+
+
+def busybox_image() -> str:
+    """The kit's flannel CNI plugin image, which carries a static busybox: no image from outside the kit."""
+    (tag,) = [ref for ref in registry_tags(KIT) if ref.startswith("flannel-io/flannel-cni-plugin:")]
+    return f"{REGISTRY}/{tag}"
 
 
 class RunningCluster(E2eStack):
@@ -127,7 +153,7 @@ def cluster(ssh_keys, tmp_path_factory, request):
     with LibvirtNetns() as namespace:
         config = e2e_config(ssh_keys)
         config.update(stages="kubernetes", workers={**config["workers"], "count": 1},
-                      kubernetes={**config["kubernetes"], **EMULATION_TIMEOUTS})
+                      kubernetes={**config["kubernetes"], **EMULATION_TIMEOUTS, "version": OLD_VERSION})
         project = e2e_project(namespace, tmp_path_factory.mktemp("cluster"), config)
         running = RunningCluster(namespace, project, config, ssh_keys, report)
         try:
@@ -217,9 +243,7 @@ def workload(image: str) -> str:
 
 
 def test_a_worker_pod_resolves_dns_and_reaches_another_nodes_pod_and_a_service(cluster):
-    # The kit's flannel CNI plugin image carries a static busybox: no image from outside the kit.
-    (tag,) = [ref for ref in registry_tags(KIT) if ref.startswith("flannel-io/flannel-cni-plugin:")]
-    cluster.kubectl("apply", "-f", "-", stdin=workload(f"{REGISTRY}/{tag}"))
+    cluster.kubectl("apply", "-f", "-", stdin=workload(busybox_image()))
     cluster.kubectl("wait", "--for=condition=Ready", "pod/e2e-echo", "pod/e2e-client", "--timeout=600s", timeout=660)
     server_ip = cluster.json("get", "pod", "e2e-echo")["status"]["podIP"]
     service_ip = cluster.json("get", "service", "e2e-echo")["spec"]["clusterIP"]
@@ -260,6 +284,130 @@ def test_a_second_up_changes_nothing(cluster):
     cluster.report(f"an up with nothing changed: {up.seconds:.0f} s")
 
 
+def upgrade_workload(image: str) -> str:
+    """Two HTTP servers that tolerate the control plane's taint and spread over the nodes, a budget that
+    lets a drain evict only one at a time, and a NodePort Service. A server keeps answering for a while
+    after it is told to stop, so that kube-proxy drops it before it goes."""
+    busybox = "/bin/busybox"
+    serve = f"{busybox} mkdir -p /www && echo kvm-kubeadm > /www/index.html && exec {busybox} httpd -f -p 8080 -h /www"
+    labels = {"app": WORKLOAD}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": WORKLOAD}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+            "terminationGracePeriodSeconds": 30,
+            "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                           "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": labels}}],
+            "containers": [{
+                "name": "http", "image": image, "command": [busybox, "sh", "-c", serve],
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2},
+                "lifecycle": {"preStop": {"exec": {"command": [busybox, "sleep", "15"]}}},
+            }]}}}}
+    budget = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": WORKLOAD},
+              "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": WORKLOAD}, "spec": {
+        "type": "NodePort", "selector": labels, "ports": [{"port": 8080, "nodePort": NODE_PORT}]}}
+    return yaml.safe_dump_all([deployment, budget, service])
+
+
+@dataclass
+class Poller:
+    """GETs `url` from the host every few seconds in a thread, until stopped; keeps each failure."""
+
+    cluster: RunningCluster
+    url: str
+    polls: int = 0
+    failures: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.stop.wait(3):
+            result = self.cluster.namespace.run(["curl", "-sS", "--max-time", "20", self.url], check=False, timeout=60)
+            self.polls += 1
+            if result.returncode != 0 or result.stdout.strip() != "kvm-kubeadm":
+                self.failures.append(f"{time.monotonic() - start:.0f} s: {result.returncode} {result.stdout}{result.stderr}")
+
+    def __enter__(self) -> "Poller":
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop.set()
+        self.thread.join(timeout=120)
+
+
+def workload_pods(cluster: RunningCluster) -> dict[str, str]:
+    """The upgrade workload's pods that are not on their way out, by name, with the node each is on."""
+    pods = cluster.json("get", "pods", "-l", f"app={WORKLOAD}")["items"]
+    return {pod["metadata"]["name"]: pod["spec"].get("nodeName", "") for pod in pods
+            if not pod["metadata"].get("deletionTimestamp")}
+
+
+def test_a_patch_upgrade_goes_node_by_node_while_a_workload_keeps_answering(cluster):
+    """The cluster runs the older release; kubernetes.version set to the newer one is planned in the preview,
+    then one up upgrades the control plane and the worker in turn (kubeadm upgrade apply and node, drain,
+    kubelet, uncordon) while a Deployment behind a NodePort answers every request; a second up changes nothing."""
+    assert cluster.settings.kubernetes.version == OLD_VERSION
+    # Pods that no controller owns (the traffic test's) would stop a drain: make sure they are gone.
+    cluster.kubectl("delete", "pod", "e2e-echo", "e2e-client", "--ignore-not-found", "--wait=true", "--timeout=300s",
+                    timeout=360)
+    cluster.kubectl("apply", "-f", "-", stdin=upgrade_workload(busybox_image()))
+    cluster.kubectl("rollout", "status", f"deployment/{WORKLOAD}", "--timeout=600s", timeout=660)
+    url = f"http://{cluster.settings.control_plane.ip}:{NODE_PORT}/"
+    assert cluster.namespace.run(["curl", "-sS", "--max-time", "20", url], timeout=60).stdout.strip() == "kvm-kubeadm"
+    before = workload_pods(cluster)
+
+    cluster.set_config({**cluster.config, "kubernetes": {**cluster.config["kubernetes"], "version": NEW_VERSION}})
+    # The version record's plan, as `pulumi preview --diff` shows it: the control plane first, then the worker.
+    preview = cluster.pulumi("preview", "--diff").stdout
+    for line in (f"{CONTROL_PLANE} (control plane, first): kubeadm {NEW_VERSION}, upgrade plan and apply",
+                 f"{FIRST_WORKER} (after {CONTROL_PLANE}): kubeadm {NEW_VERSION}, upgrade node"):
+        assert line in preview, preview[-6000:]
+    planned = cluster.planned_steps()
+    cluster.report(f"upgrade to {NEW_VERSION}: {dict(planned)}")
+    # No VM, volume or node comes or goes: the stages run again where their inputs changed.
+    assert not {op for op, _ in planned} & {"create", "delete"}, planned
+    changed = {name for _, name in planned}
+    assert "k8s-kubernetes-version" in changed, planned
+    for node, steps in UPGRADE_STEPS.items():
+        assert {f"k8s-{node}-{step}" for step in steps} <= changed, (node, planned)
+
+    with Poller(cluster, url) as poller:
+        up = cluster.up()
+    cluster.report_up(f"upgrade {OLD_VERSION} -> {NEW_VERSION}", up)
+    cluster.report(f"the workload answered {poller.polls - len(poller.failures)} of {poller.polls} requests during the upgrade")
+    assert poller.polls >= 20 and not poller.failures, poller.failures
+
+    for name, node in cluster.nodes().items():
+        assert node["status"]["nodeInfo"]["kubeletVersion"] == f"v{NEW_VERSION}", name
+        assert not node["spec"].get("unschedulable"), f"{name} is still cordoned"
+    pods = cluster.json("get", "pods", "-n", "kube-system")["items"]
+    images = {pod["metadata"]["name"]: [c["image"] for c in pod["spec"]["containers"]] for pod in pods
+              if pod["status"]["phase"] == "Running"}
+    for component in STATIC_PODS:
+        assert images.get(f"{component}-{CONTROL_PLANE}") == [f"{REGISTRY}/{component}:v{NEW_VERSION}"], (component, images)
+    proxies = [name for name in images if name.startswith("kube-proxy-")]
+    assert len(proxies) == 2 and all(images[name] == [f"{REGISTRY}/kube-proxy:v{NEW_VERSION}"] for name in proxies), images
+    cluster_configuration = yaml.safe_load(
+        cluster.json("get", "configmap", "kubeadm-config", "-n", "kube-system")["data"]["ClusterConfiguration"])
+    assert cluster_configuration["kubernetesVersion"] == f"v{NEW_VERSION}"
+    for node in cluster.settings.nodes:
+        packages = cluster.ssh(
+            str(node.ip), "dpkg-query -W -f '${Package} ${Version}\\n' kubeadm kubelet kubectl; apt-mark showhold").stdout
+        for package in ("kubeadm", "kubelet", "kubectl"):
+            assert re.search(rf"^{package} {re.escape(NEW_VERSION)}-\S+$", packages, re.M), (node.name, packages)
+            assert re.search(rf"^{package}$", packages, re.M), f"{package} is not held on {node.name}"
+    # Both nodes were drained: every pod the workload had before was evicted and replaced, and yet it answered.
+    after = workload_pods(cluster)
+    assert len(after) == 2 and not set(before) & set(after), (before, after)
+
+    cluster.pulumi("preview", "--expect-no-changes")
+    cluster.report(f"an up after the upgrade: {cluster.up('--expect-no-changes').seconds:.0f} s")
+    cluster.kubectl("delete", "-f", "-", "--wait=true", "--timeout=300s", stdin=upgrade_workload("unused"), timeout=360)
+
+
 def test_a_worker_is_added_with_the_recorded_token_then_drained_reset_and_removed(cluster):
     cluster.set_workers(2)
     planned = cluster.planned_steps()
@@ -270,6 +418,9 @@ def test_a_worker_is_added_with_the_recorded_token_then_drained_reset_and_remove
     assert all(op == "create" for op, name in planned if name.startswith(f"k8s-{SECOND_WORKER}")), planned
     cluster.report_up(f"adding {SECOND_WORKER}", cluster.up())
     cluster.wait_for_node(SECOND_WORKER, "True", seconds=60)
+    # After the upgrade, a new node installs the new version directly.
+    kubelet = cluster.nodes()[SECOND_WORKER]["status"]["nodeInfo"]["kubeletVersion"]
+    assert kubelet == f"v{cluster.settings.kubernetes.version}" == f"v{NEW_VERSION}", kubelet
 
     cluster.set_workers(1)
     planned = cluster.planned_steps()
