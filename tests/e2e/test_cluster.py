@@ -323,8 +323,12 @@ class Poller:
     def run(self) -> None:
         start = time.monotonic()
         while not self.stop.wait(3):
-            result = self.cluster.namespace.run(["curl", "-sS", "--max-time", "20", self.url], check=False, timeout=60)
             self.polls += 1
+            try:
+                result = self.cluster.namespace.run(["curl", "-sS", "--max-time", "20", self.url], check=False, timeout=60)
+            except subprocess.TimeoutExpired:
+                self.failures.append(f"{time.monotonic() - start:.0f} s: curl did not return within 60 s")
+                continue
             if result.returncode != 0 or result.stdout.strip() != "kvm-kubeadm":
                 self.failures.append(f"{time.monotonic() - start:.0f} s: {result.returncode} {result.stdout}{result.stderr}")
 
