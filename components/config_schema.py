@@ -238,7 +238,8 @@ class Kubernetes(_Section):
     join_timeout_seconds: int = Field(
         300, ge=60,
         description="how long a joining node's kubeadm waits for discovery and for its TLS bootstrap "
-        "(its `discovery` and `tlsBootstrap`)",
+        "(its `discovery` and `tlsBootstrap`); also how long the join stage waits for the API server to be ready, "
+        "and the time within which it retries a failed join (3 attempts at most)",
     )
     upgrade_concurrency: int = Field(
         1, ge=1, description="how many workers a version change drains and upgrades at a time, after the control plane",
