@@ -200,8 +200,9 @@ class Workers(_Section):
     disk_gib: int = _disk_gib(20)
 
 
-# Kubernetes' own default (seconds).
+# Kubernetes' own defaults (seconds).
 LEADER_ELECTION_RENEW_DEADLINE = 10
+ETCD_HEALTH_CHECK_TIMEOUT = 2
 
 
 class Kubernetes(_Section):
@@ -234,6 +235,13 @@ class Kubernetes(_Section):
         description="how long kube-controller-manager and kube-scheduler try to renew their leader lease before they "
         "exit (their `--leader-elect-renew-deadline`; the lease lasts 1.5 times as long); raise it on slow or emulated "
         "hosts, where a slow API server makes them lose the lease and restart in a loop",
+    )
+    etcd_health_check_timeout_seconds: int = Field(
+        ETCD_HEALTH_CHECK_TIMEOUT, ge=ETCD_HEALTH_CHECK_TIMEOUT, le=10,
+        description="how long kube-apiserver's liveness check waits for etcd (its `--etcd-healthcheck-timeout`); the "
+        "kubelet restarts kube-apiserver after 8 failed checks in a row, so raise it on slow or emulated hosts, where "
+        "an overloaded etcd answers late and the restart only adds load; the bound keeps the check within the "
+        "kubelet's 15-second probe timeout",
     )
     join_timeout_seconds: int = Field(
         300, ge=60,

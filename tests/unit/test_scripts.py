@@ -218,7 +218,7 @@ def test_init_config_carries_the_stack_settings(dev_settings):
     assert kubelet == {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration", "cgroupDriver": "systemd"}
 
 
-def test_a_raised_renew_deadline_reaches_controller_manager_and_scheduler(ssh_keys):
+def test_raised_waits_reach_the_control_plane_components(ssh_keys):
     def cluster_configuration(**kubernetes) -> dict:
         config = with_keys(load_stack_config("dev"), ssh_keys)
         config["kubernetes"] = {**config["kubernetes"], **kubernetes}
@@ -229,7 +229,9 @@ def test_a_raised_renew_deadline_reaches_controller_manager_and_scheduler(ssh_ke
     raised = cluster_configuration(leaderElectionRenewDeadlineSeconds=60)
     assert raised["controllerManager"] == raised["scheduler"] == {"extraArgs": lease}
     # At Kubernetes' default the components keep kubeadm's own flags.
-    assert {"controllerManager", "scheduler"}.isdisjoint(cluster_configuration())
+    assert {"controllerManager", "scheduler", "apiServer"}.isdisjoint(cluster_configuration())
+    raised = cluster_configuration(etcdHealthCheckTimeoutSeconds=10)
+    assert raised["apiServer"] == {"extraArgs": [{"name": "etcd-healthcheck-timeout", "value": "10s"}]}
 
 
 def test_init_documents_without_token_are_what_triggers_init(dev_settings):
