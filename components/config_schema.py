@@ -200,8 +200,9 @@ class Workers(_Section):
     disk_gib: int = _disk_gib(20)
 
 
-# Kubernetes' own default (seconds).
+# Kubernetes' own defaults (seconds).
 LEADER_ELECTION_RENEW_DEADLINE = 10
+ETCD_HEALTH_CHECK_TIMEOUT = 2
 
 
 class Kubernetes(_Section):
@@ -236,10 +237,18 @@ class Kubernetes(_Section):
         "exit (their `--leader-elect-renew-deadline`; the lease lasts 1.5 times as long); raise it on slow or emulated "
         "hosts, where a slow API server makes them lose the lease and restart in a loop",
     )
+    etcd_health_check_timeout_seconds: int = Field(
+        ETCD_HEALTH_CHECK_TIMEOUT, ge=ETCD_HEALTH_CHECK_TIMEOUT, le=10,
+        description="how long kube-apiserver's liveness check waits for etcd (its `--etcd-healthcheck-timeout`); the "
+        "kubelet restarts kube-apiserver after 8 failed checks in a row, so raise it on slow or emulated hosts, where "
+        "an overloaded etcd answers late and the restart only adds load; the bound keeps the check within the "
+        "kubelet's 15-second probe timeout",
+    )
     join_timeout_seconds: int = Field(
         300, ge=60,
         description="how long a joining node's kubeadm waits for discovery and for its TLS bootstrap "
-        "(its `discovery` and `tlsBootstrap`)",
+        "(its `discovery` and `tlsBootstrap`); also how long the join stage waits for the API server to be ready, "
+        "and the time within which it retries a failed join (3 attempts at most)",
     )
     upgrade_concurrency: int = Field(
         1, ge=1, description="how many workers a version change drains and upgrades at a time, after the control plane",

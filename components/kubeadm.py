@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from .config import Kubernetes, NodeSpec, Settings
-from .config_schema import LEADER_ELECTION_RENEW_DEADLINE
+from .config_schema import ETCD_HEALTH_CHECK_TIMEOUT, LEADER_ELECTION_RENEW_DEADLINE
 
 KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
@@ -91,6 +91,9 @@ def init_documents(settings: Settings) -> list[dict[str, Any]]:
         ]
         cluster["controllerManager"] = {"extraArgs": lease}
         cluster["scheduler"] = {"extraArgs": lease}
+    etcd_check = settings.kubernetes.etcd_health_check_timeout_seconds
+    if etcd_check > ETCD_HEALTH_CHECK_TIMEOUT:
+        cluster["apiServer"] = {"extraArgs": [{"name": "etcd-healthcheck-timeout", "value": _duration(etcd_check)}]}
     if settings.kubernetes.version.count(".") == 2:
         # With MAJOR.MINOR only, kubeadm uses its own (pinned) version.
         cluster["kubernetesVersion"] = f"v{settings.kubernetes.version}"

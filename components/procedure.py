@@ -177,6 +177,7 @@ WORKER = (
     PACKAGES,
     Stage(
         "join", after=("packages", JOIN_PREREQUISITES),
+        params=lambda c: {"API_URL": f"https://{c.ticket.endpoint}", "TIMEOUT_SECONDS": c.settings.kubernetes.join_timeout_seconds},
         stdin=lambda c: pulumi.Output.all(c.ticket.token, c.ticket.ca_hash).apply(
             lambda args: kubeadm.join_config(c.ticket.endpoint, c.node, c.settings.kubernetes, args[0], args[1])
         ),

@@ -22,14 +22,8 @@ fetch_manifest() {
 # has programmed it. Started before that, flannel crash-loops, and the kubelet's
 # back-off (up to 5 minutes a restart) holds it back long after the path works.
 wait_for_api_service() {
-  local deadline=$((SECONDS + TIMEOUT_SECONDS))
-  until kubectl --server="$API_SERVICE_URL" --request-timeout=10s get --raw=/readyz >/dev/null 2>&1; do
-    if ((SECONDS >= deadline)); then
-      echo "the API server does not answer at its Service address $API_SERVICE_URL after ${TIMEOUT_SECONDS}s; is kube-proxy running on $NODE_NAME?" >&2
-      return 1
-    fi
-    sleep 5
-  done
+  wait_until "$TIMEOUT_SECONDS" kubectl --server="$API_SERVICE_URL" --request-timeout=10s get --raw=/readyz >/dev/null 2>&1 ||
+    fail "the API server does not answer at its Service address $API_SERVICE_URL after ${TIMEOUT_SECONDS}s; is kube-proxy running on $NODE_NAME?"
 }
 
 main() {

@@ -12,6 +12,16 @@ fail() {
 # Output that may quote a bootstrap token or CA hash is passed through this before it is shown.
 redact() { sed -E 's/[a-z0-9]{6}\.[a-z0-9]{16}/<token>/g; s/sha256:[0-9a-f]{64}/sha256:<hash>/g'; }
 
+# Run the command that follows every 5 s until it succeeds; give up after $1 seconds.
+wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 5
+  done
+}
+
 # Write stdin (a secret: it may hold a token) to FILE, readable by root only.
 write_secret_file() {
   install -d -m 0755 "$(dirname "$1")"
@@ -62,7 +72,8 @@ run_kubeadm_once() {
   fi
   install -d -m 0755 "$KUBEADM_ATTEMPTS"
   touch "$attempt"
-  run_logged "/var/log/kvm-kubeadm/$STAGE.log" kubeadm "$@"
+  # An explicit return: callers may test this function, which turns `set -e` off inside it.
+  run_logged "/var/log/kvm-kubeadm/$STAGE.log" kubeadm "$@" || return 1
   rm -f "$attempt"
   log "kubeadm $1 done"
 }

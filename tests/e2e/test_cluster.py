@@ -70,6 +70,7 @@ if not os.environ.get(OPT_IN):
 EMULATION_TIMEOUTS = {
     "controlPlaneTimeoutSeconds": 1800, "kubeletTimeoutSeconds": 900, "joinTimeoutSeconds": 1200,
     "apiCallTimeoutSeconds": 600, "readyTimeoutSeconds": 2400, "leaderElectionRenewDeadlineSeconds": 60,
+    "etcdHealthCheckTimeoutSeconds": 10,
 }
 # The libvirt objects of the Cluster component that must exist before the kit can bind the gateway.
 NETWORK_URNS = [

@@ -104,14 +104,17 @@ def test_kubeadm_lists_for_each_kit_version_the_images_the_kit_builds(kubeadm_bi
     assert sorted(listed) == sorted(kube + shared)
 
 
-def test_the_raised_leader_election_flags_exist_and_kubeadm_accepts_them(kubeadm_bin, ssh_keys, tmp_path):
-    settings = stack_settings("dev", ssh_keys, kubernetes={"leaderElectionRenewDeadlineSeconds": 60})
+def test_the_raised_component_flags_exist_and_kubeadm_accepts_them(kubeadm_bin, ssh_keys, tmp_path):
+    settings = stack_settings(
+        "dev", ssh_keys, kubernetes={"leaderElectionRenewDeadlineSeconds": 60, "etcdHealthCheckTimeoutSeconds": 10}
+    )
     init = tmp_path / "init.yaml"
     init.write_text(kubeadm.init_config(settings, generate_token()))
     assert offline(kubeadm_bin, "config", "validate", "--config", str(init)).stdout.strip() == "ok"
     cluster = next(d for d in yaml.safe_load_all(init.read_text()) if d["kind"] == "ClusterConfiguration")
-    for component in ("controllerManager", "scheduler"):
-        binary = COMPONENT_BINARIES / {"controllerManager": "kube-controller-manager", "scheduler": "kube-scheduler"}[component]
+    binaries = {"apiServer": "kube-apiserver", "controllerManager": "kube-controller-manager", "scheduler": "kube-scheduler"}
+    for component, name in binaries.items():
+        binary = COMPONENT_BINARIES / name
         require(None if binary.exists() else f"no {binary}: run tools/mirror-kit/build.sh (tools/setup.sh --full does)")
         flags = offline(str(binary), "--help").stdout
         for arg in cluster[component]["extraArgs"]:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from components.config import parse
-from components.kubeadm import api_service_ip
+from components.kubeadm import api_endpoint, api_service_ip
 from components.registries import certs_d_files
 from components.scripts import SCRIPTS_DIR, render
 from components.procedure import packages_params
@@ -79,6 +79,8 @@ def test_every_location_the_stages_receive_comes_from_a_config_key(mirrored):
         "registries.docker.io (its API server)": ["https://registry-1.docker.io"],
         # Not a download: flannel's path to the API, the first address of the service CIDR.
         "kubernetes.serviceCidr": [f"https://{api_service_ip(settings.kubernetes)}:443"],
+        # Not a download either: a join first asks the API server whether it is ready.
+        "controlPlane.ip": [f"https://{api_endpoint(settings)}"],
     }
     received = []
     for command in run.stage_commands():

@@ -218,7 +218,7 @@ def test_init_config_carries_the_stack_settings(dev_settings):
     assert kubelet == {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration", "cgroupDriver": "systemd"}
 
 
-def test_a_raised_renew_deadline_reaches_controller_manager_and_scheduler(ssh_keys):
+def test_raised_waits_reach_the_control_plane_components(ssh_keys):
     def cluster_configuration(**kubernetes) -> dict:
         config = with_keys(load_stack_config("dev"), ssh_keys)
         config["kubernetes"] = {**config["kubernetes"], **kubernetes}
@@ -229,7 +229,9 @@ def test_a_raised_renew_deadline_reaches_controller_manager_and_scheduler(ssh_ke
     raised = cluster_configuration(leaderElectionRenewDeadlineSeconds=60)
     assert raised["controllerManager"] == raised["scheduler"] == {"extraArgs": lease}
     # At Kubernetes' default the components keep kubeadm's own flags.
-    assert {"controllerManager", "scheduler"}.isdisjoint(cluster_configuration())
+    assert {"controllerManager", "scheduler", "apiServer"}.isdisjoint(cluster_configuration())
+    raised = cluster_configuration(etcdHealthCheckTimeoutSeconds=10)
+    assert raised["apiServer"] == {"extraArgs": [{"name": "etcd-healthcheck-timeout", "value": "10s"}]}
 
 
 def test_init_documents_without_token_are_what_triggers_init(dev_settings):
@@ -267,36 +269,52 @@ def test_tool_scripts_pass_shellcheck():
     assert result.returncode == 0, result.stdout
 
 
+# Each init or join exits with the next code in $FAKE_RCS (one per line), then 0.
 FAKE_KUBEADM = """#!/bin/bash
 echo "$*" >>"$FAKE_LOG"
 if [[ "$1" == init ]]; then
   mkdir -p /etc/kubernetes/manifests && touch /etc/kubernetes/admin.conf /etc/kubernetes/manifests/etcd.yaml
 fi
-if [[ "$1" == reset ]]; then rm -rf /etc/kubernetes/*.conf /etc/kubernetes/manifests; fi
-[[ "$1" == reset ]] || exit "$(cat "$FAKE_RC")"
+if [[ "$1" == join ]]; then touch /etc/kubernetes/kubelet.conf; fi
+if [[ "$1" == reset ]]; then rm -rf /etc/kubernetes/*.conf /etc/kubernetes/manifests; exit 0; fi
+rc=$(head -n 1 "$FAKE_RCS"); sed -i 1d "$FAKE_RCS"
+exit "${rc:-0}"
+"""
+# /readyz of the API server answers ok from the $FAKE_API_READY_AFTER-th question on.
+FAKE_CURL = """#!/bin/bash
+echo "$*" >>"$FAKE_CURL_LOG"
+(( $(wc -l <"$FAKE_CURL_LOG") > FAKE_API_READY_AFTER )) && echo ok
 """
 
 
-def run_init_attempt(tmp_path: Path, rc: int) -> subprocess.CompletedProcess:
-    """One run of the init stage's kubeadm step on a private /etc and /var (tmpfs in a
-    user and mount namespace that keep their state in tmp_path between attempts)."""
+def run_kubeadm_stage(tmp_path: Path, stage: str, params: dict, call: str, rcs: list[int], api_ready_after: int = 0):
+    """The kubeadm step of stage `stage` on a private /etc and /var (tmpfs in a user and mount
+    namespace that keep their state in tmp_path between runs), with stand-ins for kubeadm and curl."""
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     for directory in (bin_dir, state / "etc", state / "var"):
         directory.mkdir(parents=True, exist_ok=True)
-    (bin_dir / "kubeadm").write_text(FAKE_KUBEADM)
-    (bin_dir / "kubeadm").chmod(0o755)
-    (tmp_path / "rc").write_text(str(rc))
-    script = tmp_path / "init.sh"
-    script.write_text(render("init", "k8smaster", {"SSH_USER": "kube"}))
+    for name, text in (("kubeadm", FAKE_KUBEADM), ("curl", FAKE_CURL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    (tmp_path / "rcs").write_text("".join(f"{rc}\n" for rc in rcs))
+    script = tmp_path / f"{stage}.sh"
+    script.write_text(render(stage, "k8snode", params))
     inner = (
         f"mount --bind {state / 'etc'} /etc && mount --bind {state / 'var'} /var && "
-        f"source {shlex.quote(str(script))} && run_kubeadm_once init --config /etc/kubernetes/kubeadm-init.yaml"
+        f"source {shlex.quote(str(script))} && sleep() {{ :; }} && {call}"
     )
     return subprocess.run(
         ["unshare", "-rm", "bash", "-c", f"set -euo pipefail; {inner}"],
-        env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{bin_dir}:/usr/bin:/bin",
-             "FAKE_LOG": str(tmp_path / "calls"), "FAKE_RC": str(tmp_path / "rc")},
-        capture_output=True, text=True, check=False,
+        env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_LOG": str(tmp_path / "calls"),
+             "FAKE_RCS": str(tmp_path / "rcs"), "FAKE_CURL_LOG": str(tmp_path / "curl"),
+             "FAKE_API_READY_AFTER": str(api_ready_after)},
+        input="", capture_output=True, text=True, check=False,
+    )
+
+
+def run_init_attempt(tmp_path: Path, rc: int) -> subprocess.CompletedProcess:
+    return run_kubeadm_stage(
+        tmp_path, "init", {"SSH_USER": "kube"}, "run_kubeadm_once init --config /etc/kubernetes/kubeadm-init.yaml", [rc]
     )
 
 
@@ -318,7 +336,7 @@ def test_a_failed_kubeadm_init_is_retried_from_a_reset_node(tmp_path):
     # kubeadm writes admin.conf and the manifests before it waits for the control plane.
     failed = run_init_attempt(tmp_path, rc=1)
     assert failed.returncode != 0
-    assert "'kubeadm init' failed on k8smaster; last lines of /var/log/kvm-kubeadm/init.log" in failed.stderr
+    assert "'kubeadm init' failed on k8snode; last lines of /var/log/kvm-kubeadm/init.log" in failed.stderr
     retry = run_init_attempt(tmp_path, rc=0)
     assert retry.returncode == 0, retry.stderr
     assert "did not finish; resetting for a clean retry" in retry.stdout
@@ -333,6 +351,48 @@ def test_a_node_kubeadm_set_up_without_our_attempt_marker_is_left_alone(tmp_path
     result = run_init_attempt(tmp_path, rc=0)
     assert result.returncode == 0 and "done before; skipped" in result.stdout
     assert kubeadm_calls(tmp_path) == [], "an initialised cluster is never reset"
+
+
+def run_join(tmp_path: Path, rcs: list[int], timeout: int = 300, api_ready_after: int = 0):
+    params = {"API_URL": "https://192.168.56.10:6443", "TIMEOUT_SECONDS": timeout}
+    return run_kubeadm_stage(tmp_path, "join", params, "main", rcs, api_ready_after)
+
+
+def test_a_join_waits_for_the_api_server_and_retries_a_failed_attempt_from_a_reset_node(tmp_path):
+    """Seen on a real cluster: the control plane restarted its API server while a worker joined,
+    and kubeadm's preflight (a 350 ms retry) failed at once."""
+    result = run_join(tmp_path, rcs=[1, 0], api_ready_after=2)
+    assert result.returncode == 0, result.stderr
+    assert kubeadm_calls(tmp_path) == ["join", "reset", "join"]
+    assert "kubeadm join attempt 1 of 3 failed; trying again once the API server is ready" in result.stdout
+    curls = (tmp_path / "curl").read_text().splitlines()
+    assert len(curls) == 4 and all(line.endswith(" https://192.168.56.10:6443/readyz") for line in curls), curls
+
+
+def test_a_join_gives_up_after_three_attempts(tmp_path):
+    result = run_join(tmp_path, rcs=[1, 1, 1])
+    assert result.returncode != 0
+    assert kubeadm_calls(tmp_path) == ["join", "reset", "join", "reset", "join"]
+    assert "'kubeadm join' failed on k8snode" in result.stderr
+
+
+def test_a_join_that_used_up_the_join_timeout_is_not_retried(tmp_path):
+    # A wrong token: discovery waits out the whole timeout, and trying again cannot help.
+    result = run_join(tmp_path, rcs=[1], timeout=0)
+    assert result.returncode != 0 and kubeadm_calls(tmp_path) == ["join"]
+
+
+def test_a_join_does_not_start_without_a_ready_api_server(tmp_path):
+    result = run_join(tmp_path, rcs=[], timeout=0, api_ready_after=99)
+    assert result.returncode != 0 and kubeadm_calls(tmp_path) == []
+    assert "the API server at https://192.168.56.10:6443 is not ready after 0s" in result.stderr
+
+
+def test_a_joined_worker_is_skipped(tmp_path):
+    assert run_join(tmp_path, rcs=[0]).returncode == 0
+    again = run_join(tmp_path, rcs=[])
+    assert again.returncode == 0 and "kubeadm join done before; skipped" in again.stdout
+    assert kubeadm_calls(tmp_path) == ["join"]
 
 
 def test_installed_version_is_empty_for_a_package_dpkg_never_saw(tmp_path):
