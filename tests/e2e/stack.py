@@ -18,6 +18,11 @@ from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_mis
 IMAGE_DIR = PROJECT_DIR / ".cache" / "guest-image"
 IMAGE = IMAGE_DIR / "debian-12-guest.qcow2"
 KERNEL, INITRD = IMAGE_DIR / "vmlinuz", IMAGE_DIR / "initrd.img"
+# Under emulation the guest kernel distrusts the TSC of QEMU's default (AMD, no constant_tsc)
+# CPU model and falls back to HPET: every clock read is then an emulated device access,
+# several times slower (benchmarks/guest_clock.py). TCG derives every vCPU's TSC from the
+# host's clock, so it is safe to trust.
+E2E_CMDLINE = "root=/dev/vda rw console=ttyS0 tsc=reliable"
 STACK = "e2e"
 # Bounded well inside CI's 90 minutes, so a hang fails the suite instead of the whole run.
 UP_TIMEOUT = 3600
@@ -60,7 +65,7 @@ def e2e_config(keys) -> dict:
     """The dev stack, changed only where this machine requires it."""
     config = load_stack_config("dev")
     private, public = keys
-    config["image"] = {"source": str(IMAGE), "kernel": str(KERNEL), "initrd": str(INITRD), "cmdline": "root=/dev/vda rw console=ttyS0"}
+    config["image"] = {"source": str(IMAGE), "kernel": str(KERNEL), "initrd": str(INITRD), "cmdline": E2E_CMDLINE}
     config["ssh"] = {"user": "kube", "privateKeyPath": str(private), "publicKeyPath": str(public)}
     config["stages"] = "os-prep"
     # Four guests boot at once under software emulation on two cores: minutes, not seconds.
