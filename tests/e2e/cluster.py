@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,13 +93,16 @@ class RunningCluster(E2eStack):
     def kubeconfig(self) -> str:
         return self.project.pulumi("stack", "output", "kubeconfig", "--show-secrets").stdout
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 300) -> str:
+    def kubectl_run(self, *args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
         path = self.project.directory / "kubeconfig"
         if not path.exists():
             path.write_text(self.kubeconfig())
             path.chmod(0o600)
-        result = self.namespace.run([str(kubectl_binary()), f"--kubeconfig={path}", *args], check=False, input=stdin,
-                                    timeout=timeout)
+        return self.namespace.run([str(kubectl_binary()), f"--kubeconfig={path}", *args], check=False, input=stdin,
+                                  timeout=timeout)
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 300) -> str:
+        result = self.kubectl_run(*args, stdin=stdin, timeout=timeout)
         if check:
             assert result.returncode == 0, f"kubectl {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
         return result.stdout
@@ -108,6 +112,16 @@ class RunningCluster(E2eStack):
 
     def nodes(self) -> dict[str, dict]:
         return {node["metadata"]["name"]: node for node in self.json("get", "nodes")["items"]}
+
+    def wait_for_readyz(self, seconds: float = 120) -> None:
+        """Until kube-apiserver's /readyz says ok. Under emulation its etcd check can fail for a moment
+        right after the ready stage saw it pass (etcd's disk syncs take seconds here); each miss is reported."""
+        deadline = time.monotonic() + seconds
+        while (result := self.kubectl_run("get", "--raw=/readyz")).stdout.strip() != "ok":
+            answer = (result.stdout + result.stderr).strip()[-300:]
+            self.report(f"/readyz not ok yet: {answer}")
+            assert time.monotonic() < deadline, f"/readyz not ok after {seconds:.0f} s: {answer}"
+            time.sleep(10)
 
     def wait_for_node(self, name: str, ready: str, seconds: float = 600) -> None:
         deadline = time.monotonic() + seconds

@@ -62,7 +62,7 @@ def test_every_node_is_ready_with_its_name_ip_and_kubelet_version(cluster):
         assert {a["type"]: a["address"] for a in status["addresses"]}["InternalIP"] == expected[name], name
         assert status["nodeInfo"]["kubeletVersion"] == f"v{cluster.settings.kubernetes.version}", name
         assert status["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://2."), name
-    assert cluster.kubectl("get", "--raw=/readyz").strip() == "ok"
+    cluster.wait_for_readyz()
 
 
 def test_the_control_plane_coredns_kube_proxy_and_flannel_run(cluster):

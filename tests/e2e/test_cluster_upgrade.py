@@ -52,14 +52,15 @@ def test_the_cluster_runs_the_older_release(cluster):
 
 def upgrade_workload(image: str) -> str:
     """Two HTTP servers that tolerate the control plane's taint and spread over the nodes, a budget that
-    lets a drain evict only one at a time, and a NodePort Service. A server keeps answering for a while
-    after it is told to stop, so that kube-proxy drops it before it goes."""
+    lets a drain evict only one at a time, and a NodePort Service. A server keeps answering for half a
+    minute after it is told to stop, so that kube-proxy drops it before it goes: under emulation an
+    endpoint change takes many seconds to reach every node's rules."""
     busybox = "/bin/busybox"
     serve = f"{busybox} mkdir -p /www && echo kvm-kubeadm > /www/index.html && exec {busybox} httpd -f -p 8080 -h /www"
     labels = {"app": WORKLOAD}
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": WORKLOAD}, "spec": {
         "replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
-            "terminationGracePeriodSeconds": 30,
+            "terminationGracePeriodSeconds": 60,
             "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}],
             "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
                                            "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": labels}}],
@@ -67,7 +68,7 @@ def upgrade_workload(image: str) -> str:
                 "name": "http", "image": image, "command": [busybox, "sh", "-c", serve],
                 "ports": [{"containerPort": 8080}],
                 "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2},
-                "lifecycle": {"preStop": {"exec": {"command": [busybox, "sleep", "15"]}}},
+                "lifecycle": {"preStop": {"exec": {"command": [busybox, "sleep", "30"]}}},
             }]}}}}
     budget = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": WORKLOAD},
               "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}}
