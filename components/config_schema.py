@@ -250,6 +250,12 @@ class Kubernetes(_Section):
         "(its `discovery` and `tlsBootstrap`); also how long the join stage waits for the API server to be ready, "
         "and the time within which it retries a failed join (3 attempts at most)",
     )
+    drain_timeout_seconds: int = Field(
+        300, ge=30,
+        description="bound on each drain: before a node's kubelet is upgraded (the `up` fails there and a later `up` "
+        "resumes), and of a worker that leaves the config (its Node is then deleted anyway); raise it on slow or "
+        "emulated hosts, or where disruption budgets make evictions wait for replacements",
+    )
     upgrade_concurrency: int = Field(
         1, ge=1, description="how many workers a version change drains and upgrades at a time, after the control plane",
     )

@@ -35,7 +35,6 @@ CONTROL_PLANE_PORTS = ("6443/tcp", "2379:2380/tcp", "10250/tcp", "10257/tcp", "1
 WORKER_PORTS = ("10250/tcp", "10256/tcp", "30000:32767/tcp", "8472/udp")
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
 KUBELET_KUBECONFIG = "/etc/kubernetes/kubelet.conf"
-DRAIN_TIMEOUT_SECONDS = 300
 # A node's last upgrade stage: once it is done, the node is Ready at the configured version.
 UPGRADED = "uncordon"
 # The control plane's stages that a joining node waits for, and that make its JoinTicket.
@@ -92,7 +91,7 @@ def drain_params(context: StageContext) -> dict[str, Value]:
     return {
         "KUBE_VERSION": context.settings.kubernetes.version,
         "TARGET_NODE": context.node.name,
-        "DRAIN_TIMEOUT_SECONDS": DRAIN_TIMEOUT_SECONDS,
+        "DRAIN_TIMEOUT_SECONDS": context.settings.kubernetes.drain_timeout_seconds,
     }
 
 
@@ -192,7 +191,7 @@ WORKER = (
     # first: drain and delete the Node, then reset, then the VM.
     Stage(
         "membership", after=("reset",), creates=False, runs_on=ON_CONTROL_PLANE,
-        undo=Undo("remove-node", lambda c: {"TARGET_NODE": c.node.name, "DRAIN_TIMEOUT_SECONDS": DRAIN_TIMEOUT_SECONDS}),
+        undo=Undo("remove-node", lambda c: {"TARGET_NODE": c.node.name, "DRAIN_TIMEOUT_SECONDS": c.settings.kubernetes.drain_timeout_seconds}),
         skipped_on_cluster_destroy=True,
     ),
     Stage(

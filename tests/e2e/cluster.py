@@ -40,7 +40,7 @@ OPT_IN = "KVMK_CLUSTER_E2E"
 EMULATION_TIMEOUTS = {
     "controlPlaneTimeoutSeconds": 1800, "kubeletTimeoutSeconds": 900, "joinTimeoutSeconds": 1200,
     "apiCallTimeoutSeconds": 600, "readyTimeoutSeconds": 2400, "leaderElectionRenewDeadlineSeconds": 60,
-    "etcdHealthCheckTimeoutSeconds": 10,
+    "etcdHealthCheckTimeoutSeconds": 10, "drainTimeoutSeconds": 900,
 }
 # The libvirt objects of the Cluster component that must exist before the kit can bind the gateway.
 NETWORK_URNS = [

@@ -117,6 +117,16 @@ def test_drain_and_uncordon_of_a_worker_run_on_the_control_plane(patch):
         assert command.param("TARGET_NODE") == "k8sworker2"
 
 
+def test_every_drain_is_bounded_by_the_configured_timeout(dev):
+    run = run_program(configured(dev, "1.36.3", drainTimeoutSeconds=900))
+    assert run.error is None, run.error
+    for node in ("k8smaster", *WORKERS):
+        assert stage(run, node, "drain").param("DRAIN_TIMEOUT_SECONDS") == "900", node
+    for worker in WORKERS:
+        membership = stage(run, worker, "membership")
+        assert "readonly DRAIN_TIMEOUT_SECONDS=900" in membership.inputs["delete"], membership.urn
+
+
 def test_upgrade_stages_run_on_a_change_only_with_the_new_version(patch):
     before, after = patch
     for node, names in [("k8smaster", CONTROL_PLANE_UPGRADE), *((w, WORKER_UPGRADE) for w in WORKERS)]:
