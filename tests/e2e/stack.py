@@ -22,7 +22,8 @@ KERNEL, INITRD = IMAGE_DIR / "vmlinuz", IMAGE_DIR / "initrd.img"
 # CPU model and falls back to HPET: every clock read is then an emulated device access,
 # several times slower (benchmarks/guest_clock.py). TCG derives every vCPU's TSC from the
 # host's clock, so it is safe to trust.
-E2E_CMDLINE = "root=/dev/vda rw console=ttyS0 tsc=reliable"
+GUEST_CMDLINE = "root=/dev/vda rw console=ttyS0"
+E2E_CMDLINE = f"{GUEST_CMDLINE} tsc=reliable"
 STACK = "e2e"
 # Bounded well inside CI's 90 minutes, so a hang fails the suite instead of the whole run.
 UP_TIMEOUT = 3600
