@@ -203,6 +203,9 @@ class Workers(_Section):
 # Kubernetes' own defaults (seconds).
 LEADER_ELECTION_RENEW_DEADLINE = 10
 ETCD_HEALTH_CHECK_TIMEOUT = 2
+# kubeadm's probes on its static pods: readiness every second, liveness every 10 s.
+READINESS_PROBE_PERIOD = 1
+LIVENESS_PROBE_FAILURE_THRESHOLD = 8
 
 
 class Kubernetes(_Section):
@@ -240,9 +243,21 @@ class Kubernetes(_Section):
     etcd_health_check_timeout_seconds: int = Field(
         ETCD_HEALTH_CHECK_TIMEOUT, ge=ETCD_HEALTH_CHECK_TIMEOUT, le=10,
         description="how long kube-apiserver's liveness check waits for etcd (its `--etcd-healthcheck-timeout`); the "
-        "kubelet restarts kube-apiserver after 8 failed checks in a row, so raise it on slow or emulated hosts, where "
-        "an overloaded etcd answers late and the restart only adds load; the bound keeps the check within the "
-        "kubelet's 15-second probe timeout",
+        "kubelet restarts kube-apiserver after `livenessProbeFailureThreshold` failed checks in a row, so raise it on "
+        "slow or emulated hosts, where an overloaded etcd answers late and the restart only adds load; the bound "
+        "keeps the check within the kubelet's 15-second probe timeout",
+    )
+    readiness_probe_period_seconds: int = Field(
+        READINESS_PROBE_PERIOD, ge=READINESS_PROBE_PERIOD, le=60,
+        description="how often the kubelet checks that kube-apiserver, kube-scheduler and etcd are ready (kubeadm: "
+        "every second, and each check of kube-apiserver reads from etcd); raise it on slow or emulated hosts to take "
+        "that load off the control plane; written into the static pods at init and at each upgrade",
+    )
+    liveness_probe_failure_threshold: int = Field(
+        LIVENESS_PROBE_FAILURE_THRESHOLD, ge=LIVENESS_PROBE_FAILURE_THRESHOLD,
+        description="how many liveness checks in a row, 10 s apart, kube-apiserver, kube-controller-manager, "
+        "kube-scheduler or etcd may fail before the kubelet restarts it; raise it on slow or emulated hosts, where a "
+        "restart only adds load to an overloaded etcd; written into the static pods at init and at each upgrade",
     )
     join_timeout_seconds: int = Field(
         300, ge=60,

@@ -13,7 +13,9 @@ from typing import Any
 import yaml
 
 from .config import Kubernetes, NodeSpec, Settings
-from .config_schema import ETCD_HEALTH_CHECK_TIMEOUT, LEADER_ELECTION_RENEW_DEADLINE
+from .config_schema import (
+    ETCD_HEALTH_CHECK_TIMEOUT, LEADER_ELECTION_RENEW_DEADLINE, LIVENESS_PROBE_FAILURE_THRESHOLD, READINESS_PROBE_PERIOD,
+)
 
 KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
@@ -21,6 +23,10 @@ CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 API_SERVER_PORT = 6443
 # kubeadm's default wait for a static pod replaced by an upgrade (constants.UpgradeManifestsTimeout).
 UPGRADE_MANIFESTS_TIMEOUT = 300
+# Where the init and upgrade-apply stages put the patches that kubeadm applies to its static pods.
+PATCHES_DIR = "/etc/kubernetes/kvm-kubeadm-patches"
+# kubeadm's static pods, and whether each has a readiness probe besides its liveness probe.
+STATIC_POD_HAS_READINESS_PROBE = {"kube-apiserver": True, "kube-controller-manager": False, "kube-scheduler": True, "etcd": True}
 FLANNEL_IMAGES = {
     # Images as the upstream manifests name them, across the releases that moved registries.
     "flannel": ("ghcr.io/flannel-io/flannel", "docker.io/flannel/flannel"),
@@ -67,6 +73,29 @@ def join_timeouts(kubernetes: Kubernetes) -> dict[str, str]:
     }
 
 
+def static_pod_patches(kubernetes: Kubernetes) -> dict[str, str]:
+    """kubeadm patches (file name: strategic merge patch) that give the static pods the configured
+    probes; none where kubeadm's own probes are kept."""
+    probes: dict[str, dict[str, int]] = {}
+    if kubernetes.liveness_probe_failure_threshold != LIVENESS_PROBE_FAILURE_THRESHOLD:
+        probes["livenessProbe"] = {"failureThreshold": kubernetes.liveness_probe_failure_threshold}
+    if kubernetes.readiness_probe_period_seconds != READINESS_PROBE_PERIOD:
+        probes["readinessProbe"] = {"periodSeconds": kubernetes.readiness_probe_period_seconds}
+    patches = {}
+    for component, has_readiness_probe in STATIC_POD_HAS_READINESS_PROBE.items():
+        # A patch must not give a component a probe it lacks: one without a handler is invalid.
+        changed = {name: probe for name, probe in probes.items() if has_readiness_probe or name != "readinessProbe"}
+        if changed:
+            container = {"name": component, **changed}
+            patches[f"{component}+strategic.yaml"] = yaml.safe_dump({"spec": {"containers": [container]}}, sort_keys=False)
+    return patches
+
+
+def _patches(kubernetes: Kubernetes) -> dict[str, Any]:
+    """The `patches` setting of a kubeadm configuration, when there are patches."""
+    return {"patches": {"directory": PATCHES_DIR}} if static_pod_patches(kubernetes) else {}
+
+
 def init_documents(settings: Settings) -> list[dict[str, Any]]:
     """InitConfiguration (without bootstrap tokens), ClusterConfiguration and KubeletConfiguration."""
     control_plane = settings.control_plane
@@ -104,6 +133,7 @@ def init_documents(settings: Settings) -> list[dict[str, Any]]:
             "localAPIEndpoint": {"advertiseAddress": str(control_plane.ip), "bindPort": API_SERVER_PORT},
             "nodeRegistration": registration,
             "timeouts": init_timeouts(settings.kubernetes),
+            **_patches(settings.kubernetes),
         },
         cluster,
         {"apiVersion": KUBELET_API, "kind": "KubeletConfiguration", "cgroupDriver": "systemd"},
@@ -111,7 +141,7 @@ def init_documents(settings: Settings) -> list[dict[str, Any]]:
 
 
 def upgrade_config(kubernetes: Kubernetes) -> str:
-    """The UpgradeConfiguration of `kubeadm upgrade plan|apply|node`: the configured timeouts.
+    """The UpgradeConfiguration of `kubeadm upgrade plan|apply|node`: the configured timeouts and patches.
     The version goes on the command line: with MAJOR.MINOR, the node's kubeadm names it.
 
     An upgrade waits for each new static pod (its mirror pod's hash, then the pod) under
@@ -121,7 +151,11 @@ def upgrade_config(kubernetes: Kubernetes) -> str:
         **init_timeouts(kubernetes),
         "upgradeManifests": _duration(max(kubernetes.control_plane_timeout_seconds, UPGRADE_MANIFESTS_TIMEOUT)),
     }
-    return dump_all([{"apiVersion": KUBEADM_API, "kind": "UpgradeConfiguration", "timeouts": timeouts}])
+    upgrade: dict[str, Any] = {"apiVersion": KUBEADM_API, "kind": "UpgradeConfiguration", "timeouts": timeouts}
+    if patches := _patches(kubernetes):
+        # `upgrade apply` writes the control plane's static pods anew: with the same patches as init.
+        upgrade["apply"] = patches
+    return dump_all([upgrade])
 
 
 def dump_all(documents: list[dict[str, Any]]) -> str:

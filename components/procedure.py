@@ -82,6 +82,12 @@ def ready_params(settings: Settings, nodes: list[str], kubeconfig: str, check_re
     }
 
 
+def static_pod_patches_params(settings: Settings) -> dict[str, Value]:
+    """The kubeadm patches, as file name and content pairs, and the directory the kubeadm config names."""
+    patches = kubeadm.static_pod_patches(settings.kubernetes)
+    return {"PATCHES_DIR": kubeadm.PATCHES_DIR, "PATCHES": [part for patch in patches.items() for part in patch]}
+
+
 def upgrade_params(settings: Settings) -> dict[str, Value]:
     """What kubeadm upgrade reads; the version, so that a change runs the stage."""
     return {"KUBE_VERSION": settings.kubernetes.version, "UPGRADE_CONFIG": kubeadm.upgrade_config(settings.kubernetes)}
@@ -136,7 +142,7 @@ CONTROL_PLANE = (
     PACKAGES,
     Stage(
         "init", after=("packages", BOOTSTRAP_TOKEN),
-        params=lambda c: {"SSH_USER": c.settings.ssh.user},
+        params=lambda c: {"SSH_USER": c.settings.ssh.user, **static_pod_patches_params(c.settings)},
         stdin=lambda c: c.bootstrap_token.token.apply(lambda token: kubeadm.init_config(c.settings, token)),
         # The config carries the token: a refreshed token must not re-run init,
         # while a change to the cluster settings themselves should.
@@ -164,7 +170,10 @@ CONTROL_PLANE = (
     upgrade_kubeadm(after=("init",)),
     Stage(
         "upgrade-apply", after=("upgrade-kubeadm",), on_change_only=True,
-        params=lambda c: {**upgrade_params(c.settings), "IMAGE_REPOSITORY": c.settings.mirrors.image_repository},
+        params=lambda c: {
+            **upgrade_params(c.settings), **static_pod_patches_params(c.settings),
+            "IMAGE_REPOSITORY": c.settings.mirrors.image_repository,
+        },
     ),
     Stage("drain", after=("upgrade-apply",), params=drain_params, on_change_only=True),
     UPGRADE_KUBELET,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Stage init (control plane): kubeadm init from the config file read on stdin
-# (it holds the bootstrap token), once: skipped after it succeeded, retried from
-# a reset node after it failed; then the admin kubeconfig for the SSH user, as
-# the procedure does.
+# (it holds the bootstrap token) and the static pods' patches, once: skipped
+# after it succeeded, retried from a reset node after it failed; then the admin
+# kubeconfig for the SSH user, as the procedure does.
 set -euo pipefail
 # @parameters
 
@@ -18,6 +18,7 @@ copy_admin_kubeconfig() {
 
 main() {
   write_secret_file "$CONFIG"
+  write_files_into "$PATCHES_DIR" "${PATCHES[@]}"
   run_kubeadm_once init --config "$CONFIG"
   copy_admin_kubeconfig
   log "done"

@@ -28,6 +28,19 @@ write_secret_file() {
   (umask 077 && cat >"$1")
 }
 
+# Make DIR hold exactly the files that follow as name and content pairs; without any, no DIR.
+write_files_into() {
+  local dir=$1
+  shift
+  rm -rf "$dir"
+  (($#)) || return 0
+  install -d -m 0755 "$dir"
+  while (($#)); do
+    printf '%s' "$2" >"$dir/$1"
+    shift 2
+  done
+}
+
 # Run a command with its output in LOG (root only); on failure show LOG's tail, redacted.
 run_logged() {
   local log=$1

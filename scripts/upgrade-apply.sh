@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stage upgrade-apply (control plane, on a version change): the cluster's image
 # repository set to the configured one, `kubeadm upgrade plan` as a check, then
-# `kubeadm upgrade apply` to the version of this node's kubeadm. Skipped when the
-# cluster runs that version already, unless an earlier apply did not finish.
+# `kubeadm upgrade apply` to the version of this node's kubeadm, with the static
+# pods' patches that init had. Skipped when the cluster runs that version
+# already, unless an earlier apply did not finish.
 set -euo pipefail
 # @parameters
 
@@ -37,6 +38,7 @@ main() {
     return 0
   fi
   printf '%s' "$UPGRADE_CONFIG" >"$CONFIG"
+  write_files_into "$PATCHES_DIR" "${PATCHES[@]}"
   use_image_repository
   run_logged /var/log/kvm-kubeadm/upgrade-plan.log kubeadm upgrade plan "$target" --config "$CONFIG"
   install -d -m 0755 "$KUBEADM_ATTEMPTS"

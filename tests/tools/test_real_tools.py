@@ -121,6 +121,39 @@ def test_the_raised_component_flags_exist_and_kubeadm_accepts_them(kubeadm_bin, 
             assert f"--{arg['name']} duration" in flags, (component, arg)
 
 
+def test_kubeadm_writes_the_configured_probes_into_its_static_pods(kubeadm_bin, ssh_keys, tmp_path):
+    """kubeadm's dry run writes the control plane's manifests with the patches the init stage puts in place."""
+    settings = stack_settings("dev", ssh_keys, kubernetes={
+        **load_stack_config("dev")["kubernetes"], "readinessProbePeriodSeconds": 10, "livenessProbeFailureThreshold": 30,
+    })
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    for name, text in kubeadm.static_pod_patches(settings.kubernetes).items():
+        (patches / name).write_text(text)
+    documents = list(yaml.safe_load_all(kubeadm.init_config(settings, generate_token())))
+    assert documents[0]["patches"] == {"directory": kubeadm.PATCHES_DIR}
+    documents[0]["patches"]["directory"] = str(patches)  # the stage's directory, here under tmp_path
+    init = tmp_path / "init.yaml"
+    init.write_text(kubeadm.dump_all(documents))
+    manifests = tmp_path / "manifests"
+    for phase in (["control-plane", "all"], ["etcd", "local"]):
+        offline("env", f"KUBEADM_INIT_DRYRUN_DIR={manifests}", kubeadm_bin, "init", "phase", *phase,
+                "--config", str(init), "--dry-run")
+    for component, has_readiness_probe in kubeadm.STATIC_POD_HAS_READINESS_PROBE.items():
+        (container,) = yaml.safe_load((manifests / f"{component}.yaml").read_text())["spec"]["containers"]
+        liveness = container["livenessProbe"]
+        assert liveness["failureThreshold"] == 30 and liveness["periodSeconds"] == 10 and "httpGet" in liveness, component
+        if has_readiness_probe:
+            readiness = container["readinessProbe"]
+            assert readiness["periodSeconds"] == 10 and "httpGet" in readiness, component
+        else:
+            assert "readinessProbe" not in container, component
+    upgrade = tmp_path / "upgrade.yaml"
+    upgrade.write_text(kubeadm.upgrade_config(settings.kubernetes))
+    result = offline(kubeadm_bin, "config", "validate", "--config", str(upgrade))
+    assert result.stdout.strip() == "ok" and "W" not in result.stderr[:1], result.stderr
+
+
 def test_kubeadm_rejects_a_broken_config(kubeadm_bin, ssh_keys, tmp_path):
     """The check can fail: a pod CIDR that is not a CIDR is refused."""
     settings = stack_settings("dev", ssh_keys)

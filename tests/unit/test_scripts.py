@@ -218,11 +218,15 @@ def test_init_config_carries_the_stack_settings(dev_settings):
     assert kubelet == {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration", "cgroupDriver": "systemd"}
 
 
+def settings_with(ssh_keys, **kubernetes):
+    config = with_keys(load_stack_config("dev"), ssh_keys)
+    config["kubernetes"] = {**config["kubernetes"], **kubernetes}
+    return parse(config, "dev", PROJECT_DIR)
+
+
 def test_raised_waits_reach_the_control_plane_components(ssh_keys):
     def cluster_configuration(**kubernetes) -> dict:
-        config = with_keys(load_stack_config("dev"), ssh_keys)
-        config["kubernetes"] = {**config["kubernetes"], **kubernetes}
-        documents = kubeadm.init_documents(parse(config, "dev", PROJECT_DIR))
+        documents = kubeadm.init_documents(settings_with(ssh_keys, **kubernetes))
         return next(d for d in documents if d["kind"] == "ClusterConfiguration")
 
     lease = [{"name": "leader-elect-renew-deadline", "value": "60s"}, {"name": "leader-elect-lease-duration", "value": "90s"}]
@@ -232,6 +236,47 @@ def test_raised_waits_reach_the_control_plane_components(ssh_keys):
     assert {"controllerManager", "scheduler", "apiServer"}.isdisjoint(cluster_configuration())
     raised = cluster_configuration(etcdHealthCheckTimeoutSeconds=10)
     assert raised["apiServer"] == {"extraArgs": [{"name": "etcd-healthcheck-timeout", "value": "10s"}]}
+
+
+def test_slower_probes_become_kubeadm_patches_of_every_static_pod(ssh_keys):
+    raised = settings_with(ssh_keys, readinessProbePeriodSeconds=10, livenessProbeFailureThreshold=30)
+    patches = {name: yaml.safe_load(text) for name, text in kubeadm.static_pod_patches(raised.kubernetes).items()}
+    components = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"]
+    assert sorted(patches) == sorted(f"{component}+strategic.yaml" for component in components)
+    for component in components:
+        (container,) = patches[f"{component}+strategic.yaml"]["spec"]["containers"]
+        assert container["name"] == component
+        assert container["livenessProbe"] == {"failureThreshold": 30}
+        # kube-controller-manager has no readiness probe, and a patch must not add a half one.
+        expected_readiness = None if component == "kube-controller-manager" else {"periodSeconds": 10}
+        assert container.get("readinessProbe") == expected_readiness, component
+    init = kubeadm.init_documents(raised)[0]
+    upgrade = yaml.safe_load(kubeadm.upgrade_config(raised.kubernetes))
+    assert init["patches"] == upgrade["apply"]["patches"] == {"directory": kubeadm.PATCHES_DIR}
+    only_readiness = settings_with(ssh_keys, readinessProbePeriodSeconds=10)
+    assert "kube-controller-manager+strategic.yaml" not in kubeadm.static_pod_patches(only_readiness.kubernetes)
+
+
+def test_kubeadms_own_probes_need_no_patches(dev_settings):
+    assert kubeadm.static_pod_patches(dev_settings.kubernetes) == {}
+    assert "patches" not in kubeadm.init_documents(dev_settings)[0]
+    assert "apply" not in yaml.safe_load(kubeadm.upgrade_config(dev_settings.kubernetes))
+
+
+@pytest.mark.parametrize("stage", ["init", "upgrade-apply"])
+def test_the_stage_writes_exactly_the_configured_patches(ssh_keys, tmp_path, stage):
+    raised = settings_with(ssh_keys, readinessProbePeriodSeconds=10, livenessProbeFailureThreshold=30)
+    directory = tmp_path / "patches"
+    stale = directory / "kube-proxy+json.yaml"
+    directory.mkdir()
+    stale.write_text("left from an earlier config")
+    params = {**procedure.static_pod_patches_params(raised), "PATCHES_DIR": str(directory)}
+    result = source_and_run(render(stage, "k8smaster", params), 'write_files_into "$PATCHES_DIR" "${PATCHES[@]}"', tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {p.name: p.read_text() for p in directory.iterdir()} == kubeadm.static_pod_patches(raised.kubernetes)
+    unpatched = {**procedure.static_pod_patches_params(settings_with(ssh_keys)), "PATCHES_DIR": str(directory)}
+    result = source_and_run(render(stage, "k8smaster", unpatched), 'write_files_into "$PATCHES_DIR" "${PATCHES[@]}"', tmp_path)
+    assert result.returncode == 0 and not directory.exists(), result.stderr
 
 
 def test_init_documents_without_token_are_what_triggers_init(dev_settings):
