@@ -84,15 +84,17 @@ class Up:
     events: list[dict]
 
     def durations(self) -> dict[str, int]:
-        """Seconds from each resource's step start to its outputs, by resource name."""
+        """Seconds from each resource's step start to its outputs, by resource name; to its
+        failure for a step that failed, named so."""
         started, took = {}, {}
         for event in self.events:
             if "resourcePreEvent" in event:
                 started[event["resourcePreEvent"]["metadata"]["urn"]] = event["timestamp"]
-            elif "resOutputsEvent" in event:
-                urn = event["resOutputsEvent"]["metadata"]["urn"]
+            elif end := event.get("resOutputsEvent") or event.get("resOpFailedEvent"):
+                urn = end["metadata"]["urn"]
                 if urn in started:
-                    took[urn.split("::")[-1]] = event["timestamp"] - started[urn]
+                    failed = " (failed)" if "resOpFailedEvent" in event else ""
+                    took[urn.split("::")[-1] + failed] = event["timestamp"] - started[urn]
         return took
 
     def diagnostics(self) -> str:
