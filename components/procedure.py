@@ -82,6 +82,15 @@ def ready_params(settings: Settings, nodes: list[str], kubeconfig: str, check_re
     }
 
 
+def init_settings(settings: Settings) -> str:
+    """The cluster settings init applies: its documents without the token and the version. A new
+    version on a live cluster is the upgrade stages' work; the init stage would only skip."""
+    documents = kubeadm.init_documents(settings)
+    for document in documents:
+        document.pop("kubernetesVersion", None)
+    return kubeadm.dump_all(documents)
+
+
 def static_pod_patches_params(settings: Settings) -> dict[str, Value]:
     """The kubeadm patches, as file name and content pairs, and the directory the kubeadm config names."""
     patches = kubeadm.static_pod_patches(settings.kubernetes)
@@ -147,7 +156,7 @@ CONTROL_PLANE = (
         # The config carries the token: a refreshed token must not re-run init,
         # while a change to the cluster settings themselves should.
         keeps_stdin=True,
-        reruns_on=lambda c: [kubeadm.dump_all(kubeadm.init_documents(c.settings)), c.root_disk],
+        reruns_on=lambda c: [init_settings(c.settings), c.root_disk],
     ),
     Stage("ca-hash", after=("init",), params=lambda c: {"CA_CERT": "/etc/kubernetes/pki/ca.crt"}, secret_stdout=True),
     Stage(

@@ -279,9 +279,9 @@ def test_the_stage_writes_exactly_the_configured_patches(ssh_keys, tmp_path, sta
     assert result.returncode == 0 and not directory.exists(), result.stderr
 
 
-def test_init_documents_without_token_are_what_triggers_init(dev_settings):
-    public = kubeadm.dump_all(kubeadm.init_documents(dev_settings))
-    assert "bootstrapTokens" not in public and "abcdef" not in public
+def test_what_triggers_init_holds_no_token(dev_settings):
+    public = procedure.init_settings(dev_settings)
+    assert "bootstrapTokens" not in public and "abcdef" not in public and "podSubnet: 10.244.0.0/16" in public
 
 
 def test_flannel_patch_sets_the_pod_cidr(dev_settings):

@@ -136,6 +136,15 @@ def test_upgrade_stages_run_on_a_change_only_with_the_new_version(patch):
             assert (old.param("KUBE_VERSION"), new.param("KUBE_VERSION")) == ("1.36.3", "1.36.4"), new.urn
 
 
+def test_a_version_change_does_not_run_init_again(dev, patch):
+    before, after = patch
+    # init would run only to skip: the cluster is initialised, and the upgrade stages move it.
+    triggers = stage(before, "k8smaster", "init").inputs["triggers"]
+    assert stage(after, "k8smaster", "init").inputs["triggers"] == triggers
+    other_pod_cidr = run_program(configured(dev, "1.36.3", podCidr="10.200.0.0/16"))
+    assert stage(other_pod_cidr, "k8smaster", "init").inputs["triggers"] != triggers
+
+
 @pytest.mark.parametrize("new, repo", [("1.36.4", "v1.36"), ("1.37.0", "v1.37")])
 def test_a_patch_and_a_minor_change_produce_the_plan(dev, new, repo):
     _, run = change(dev, "1.36.3", new)
