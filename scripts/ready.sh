@@ -19,23 +19,21 @@ readyz() {
   kubectl get --raw=/readyz 2>/dev/null || echo "not ok"
 }
 
+# True once every node is Ready (and /readyz says ok); what it saw stays in PENDING and API.
+all_ready() {
+  PENDING=$(not_ready_nodes | paste -sd' ' -)
+  API=ok
+  if ((CHECK_READYZ)); then API=$(readyz); fi
+  [[ -z "$PENDING" && "$API" == ok ]]
+}
+
 main() {
-  local deadline=$((SECONDS + TIMEOUT_SECONDS)) pending api
-  while :; do
-    pending=$(not_ready_nodes | paste -sd' ' -)
-    api=ok
-    if ((CHECK_READYZ)); then api=$(readyz); fi
-    if [[ -z "$pending" && "$api" == ok ]]; then
-      log "Ready: ${WAIT_FOR_NODES[*]}"
-      return 0
-    fi
-    if ((SECONDS >= deadline)); then
-      break
-    fi
-    sleep 5
-  done
-  echo "after ${TIMEOUT_SECONDS}s: not Ready: ${pending:-none}; /readyz: $api" >&2
-  if [[ " $pending " == *" $NODE_NAME "* ]]; then
+  if wait_until "$TIMEOUT_SECONDS" all_ready; then
+    log "Ready: ${WAIT_FOR_NODES[*]}"
+    return 0
+  fi
+  echo "after ${TIMEOUT_SECONDS}s: not Ready: ${PENDING:-none}; /readyz: $API" >&2
+  if [[ " $PENDING " == *" $NODE_NAME "* ]]; then
     echo "--- last kubelet journal lines on $NODE_NAME ---" >&2
     journalctl -u kubelet -n 40 --no-pager 2>&1 | redact >&2 || true
   fi

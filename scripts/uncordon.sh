@@ -8,24 +8,22 @@ set -euo pipefail
 export KUBECONFIG=/etc/kubernetes/admin.conf
 readonly DRAINED="$KUBEADM_ATTEMPTS/drained"
 
+# True once the node is Ready with the configured kubelet; what it saw stays in READY and KUBELET.
+upgraded_and_ready() {
+  READY=$(kubectl get node "$TARGET_NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+  KUBELET=$(reported_kubelet_version "$TARGET_NODE")
+  [[ "$READY" == True ]] && matches_version "$KUBE_VERSION" "$KUBELET"
+}
+
 main() {
-  local deadline=$((SECONDS + TIMEOUT_SECONDS)) ready kubelet
   if [[ -f "$DRAINED/$TARGET_NODE" ]]; then
     kubectl uncordon "$TARGET_NODE" >/dev/null
     rm -f "$DRAINED/$TARGET_NODE"
     log "$TARGET_NODE uncordoned"
   fi
-  while :; do
-    ready=$(kubectl get node "$TARGET_NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
-    kubelet=$(reported_kubelet_version "$TARGET_NODE")
-    if [[ "$ready" == True ]] && matches_version "$KUBE_VERSION" "$kubelet"; then
-      log "$TARGET_NODE Ready, kubelet $kubelet"
-      return 0
-    fi
-    ((SECONDS < deadline)) ||
-      fail "$TARGET_NODE is not Ready at $KUBE_VERSION after ${TIMEOUT_SECONDS}s (Ready=${ready:-unknown}, kubelet ${kubelet:-unknown})"
-    sleep 5
-  done
+  wait_until "$TIMEOUT_SECONDS" upgraded_and_ready ||
+    fail "$TARGET_NODE is not Ready at $KUBE_VERSION after ${TIMEOUT_SECONDS}s (Ready=${READY:-unknown}, kubelet ${KUBELET:-unknown})"
+  log "$TARGET_NODE Ready, kubelet $KUBELET"
 }
 
 [[ -n "${KVMK_SOURCE_ONLY:-}" ]] || main

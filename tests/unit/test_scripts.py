@@ -440,6 +440,48 @@ def test_a_joined_worker_is_skipped(tmp_path):
     assert kubeadm_calls(tmp_path) == ["join"]
 
 
+# The node turns Ready from the $FAKE_READY_AFTER-th question on; its kubelet is v1.36.3, /readyz ok.
+FAKE_KUBECTL = """#!/bin/bash
+echo "$*" >>"$FAKE_KUBECTL_LOG"
+case "$*" in
+  *kubeletVersion*) echo v1.36.3 ;;
+  *'type=="Ready"'*) (( $(grep -c Ready "$FAKE_KUBECTL_LOG") >= FAKE_READY_AFTER )) && echo True || echo False ;;
+  *readyz*) echo ok ;;
+esac
+"""
+
+
+def wait_for_node(tmp_path: Path, stage: str, params: dict, ready_after: int) -> subprocess.CompletedProcess:
+    """Stage `stage` against a stand-in kubectl, with sleeps that return at once."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
+    (bin_dir / "kubectl").chmod(0o755)
+    script = tmp_path / f"{stage}.sh"
+    script.write_text(render(stage, "k8smaster", params))
+    return subprocess.run(
+        ["bash", "-c", f"set -euo pipefail; source {shlex.quote(str(script))}; sleep() {{ :; }}; main"],
+        env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_KUBECTL_LOG": str(tmp_path / "kubectl"),
+             "FAKE_READY_AFTER": str(ready_after)},
+        capture_output=True, text=True, check=False,
+    )
+
+
+@pytest.mark.parametrize("stage, params, done, late", [
+    ("ready", {"WAIT_FOR_NODES": ["k8sworker1"], "KUBECONFIG_PATH": "/dev/null", "CHECK_READYZ": True},
+     "Ready: k8sworker1", "after {timeout}s: not Ready: k8sworker1; /readyz: ok"),
+    ("uncordon", {"TARGET_NODE": "k8sworker1", "KUBE_VERSION": "1.36.3"},
+     "k8sworker1 Ready, kubelet v1.36.3", "k8sworker1 is not Ready at 1.36.3 after {timeout}s (Ready=False, kubelet v1.36.3)"),
+])
+def test_a_node_wait_asks_again_until_ready_and_says_what_it_saw_when_time_is_up(tmp_path, stage, params, done, late):
+    ready = wait_for_node(tmp_path, stage, {**params, "TIMEOUT_SECONDS": 60}, ready_after=3)
+    assert ready.returncode == 0 and done in ready.stdout, ready.stderr
+    assert (tmp_path / "kubectl").read_text().count("Ready") == 3
+    (tmp_path / "kubectl").unlink()
+    late_run = wait_for_node(tmp_path, stage, {**params, "TIMEOUT_SECONDS": 0}, ready_after=99)
+    assert late_run.returncode != 0 and late.format(timeout=0) in late_run.stderr, late_run.stderr
+
+
 def test_installed_version_is_empty_for_a_package_dpkg_never_saw(tmp_path):
     script = render("packages", "k8sworker1", {})
     found = source_and_run(script, "installed_version no-such-package-kvmk; echo rc=$?; installed_version bash", tmp_path)
