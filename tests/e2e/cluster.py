@@ -5,8 +5,8 @@ Everything runs inside the network namespace of the e2e harness: libvirtd and th
 QEMU software emulation, the kit's HTTP server and TLS registry on the e2e network's gateway,
 pulumi, ssh and kubectl. The stack is the e2e stack (the dev stack with what this machine
 requires) with `stages: kubernetes`, the kit's printed `mirrors` and `registries` blocks, the
-control plane plus one worker, kubeadm's waits raised and its probes eased for software
-emulation, and the workers' QEMU at a lower host priority than the control plane's.
+control plane plus one worker, and kubeadm's waits raised and its probes eased for software
+emulation.
 
 These modules take half an hour or more each here, too long to sit next to the rest of the suite
 within CI's 90 minutes with a margin, so they run only when KVMK_CLUSTER_E2E=1 is set (README: End
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Callable, Iterator
 
 import pytest
 
-from components.config import libvirt_name
 from tests.e2e.stack import STACK, E2eStack, Up, e2e_config, e2e_project, require_e2e_prerequisites
 from tests.harness.libvirt_netns import LibvirtNetns
 from tests.mirror import kit_served, registry_tags
@@ -149,41 +147,6 @@ class RunningCluster(E2eStack):
         self.report(f"kubeadm init under emulation: {' / '.join(health.stdout.split(chr(10)))}")
 
 
-# Three 2-vCPU guests on two host cores: when a worker installs packages, the control plane's
-# QEMU waits its turn, etcd and kube-apiserver miss their deadlines and restart in a loop
-# (README: End to end). libvirt's CPU shares need cgroups, which libvirtd does not get here, so
-# the harness itself lowers the priority of every thread of the workers' QEMU.
-WORKER_QEMU_NICENESS = 5
-WORKER_GUESTS = f"guest={libvirt_name(STACK, 'k8sworker')}".encode()  # QEMU's -name of every worker
-
-
-@contextmanager
-def control_plane_first(namespace: LibvirtNetns) -> Iterator[None]:
-    """While it lasts, every 5 s: the threads of each worker's QEMU at WORKER_QEMU_NICENESS."""
-    done = threading.Event()
-
-    def lower_workers() -> None:
-        while not done.wait(5):
-            for pid in namespace.pids():
-                try:
-                    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                    if not (b"qemu-system" in argv[0] and any(arg.startswith(WORKER_GUESTS) for arg in argv)):
-                        continue
-                    for task in Path(f"/proc/{pid}/task").iterdir():
-                        if os.getpriority(os.PRIO_PROCESS, int(task.name)) < WORKER_QEMU_NICENESS:
-                            os.setpriority(os.PRIO_PROCESS, int(task.name), WORKER_QEMU_NICENESS)
-                except (FileNotFoundError, ProcessLookupError):
-                    continue  # the process or thread ended meanwhile
-
-    thread = threading.Thread(target=lower_workers, name="control-plane-first", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-
-
 @contextmanager
 def cluster_on_kit(ssh_keys, workdir: Path, report: Callable[[str], None], **kubernetes) -> Iterator[RunningCluster]:
     """The e2e stack with `stages: kubernetes` and one worker (`kubernetes` keys on top of the emulation
@@ -200,7 +163,7 @@ def cluster_on_kit(ssh_keys, workdir: Path, report: Callable[[str], None], **kub
         try:
             # The kit serves on the gateway address, which exists once the network does.
             running.up(*(f"--target={urn}" for urn in NETWORK_URNS))
-            with kit_served(KIT, namespace.name, GATEWAY) as printed, control_plane_first(namespace):
+            with kit_served(KIT, namespace.name, GATEWAY) as printed:
                 running.served = {key.split(":", 1)[1]: value for key, value in printed.items()}
                 yield running
         finally:
