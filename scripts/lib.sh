@@ -149,6 +149,11 @@ install_held() {
   log "$* $wanted installed and held"
 }
 
+# The status of node $1's Ready condition (True, False or Unknown) as the API server ($KUBECONFIG) has it.
+ready_condition() {
+  kubectl get node "$1" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
+}
+
 # The kubelet version node $1 reports to the API server ($KUBECONFIG), or nothing.
 reported_kubelet_version() {
   kubectl get node "$1" -o 'jsonpath={.status.nodeInfo.kubeletVersion}' 2>/dev/null || true

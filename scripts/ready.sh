@@ -10,7 +10,7 @@ export KUBECONFIG="$KUBECONFIG_PATH"
 not_ready_nodes() {
   local node status
   for node in "${WAIT_FOR_NODES[@]}"; do
-    status=$(kubectl get node "$node" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+    status=$(ready_condition "$node" 2>/dev/null || true)
     [[ "$status" == True ]] || echo "$node"
   done
 }

@@ -13,7 +13,7 @@ main() {
     return 0
   fi
   local ready
-  ready=$(kubectl get node "$TARGET_NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')
+  ready=$(ready_condition "$TARGET_NODE")
   if [[ "$ready" != True ]]; then
     # Its kubelet cannot evict anything: deleting the Node reschedules its pods.
     log "node $TARGET_NODE is not Ready (Ready=${ready:-unknown}); deleted without a drain"

@@ -10,7 +10,7 @@ readonly DRAINED="$KUBEADM_ATTEMPTS/drained"
 
 # True once the node is Ready with the configured kubelet; what it saw stays in READY and KUBELET.
 upgraded_and_ready() {
-  READY=$(kubectl get node "$TARGET_NODE" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+  READY=$(ready_condition "$TARGET_NODE" 2>/dev/null || true)
   KUBELET=$(reported_kubelet_version "$TARGET_NODE")
   [[ "$READY" == True ]] && matches_version "$KUBE_VERSION" "$KUBELET"
 }

@@ -482,6 +482,41 @@ def test_a_node_wait_asks_again_until_ready_and_says_what_it_saw_when_time_is_up
     assert late_run.returncode != 0 and late.format(timeout=0) in late_run.stderr, late_run.stderr
 
 
+# The node exists; its Ready condition is $FAKE_READY, or the API server errs when that is "error".
+FAKE_KUBECTL_FOR_REMOVAL = """#!/bin/bash
+echo "$*" >>"$FAKE_KUBECTL_LOG"
+case "$*" in
+  *'type=="Ready"'*) [[ "$FAKE_READY" != error ]] || { echo "the server is currently unable" >&2; exit 1; }
+                     echo "$FAKE_READY" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("ready, rc, calls", [
+    ("True", 0, ["drain k8sworker3", "delete node k8sworker3"]),
+    ("False", 0, ["delete node k8sworker3"]),
+    # Without an answer the stage cannot tell a lost node from a busy API server: it stops.
+    ("error", 1, []),
+])
+def test_removing_a_node_drains_it_only_when_it_is_ready(tmp_path, ready, rc, calls):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "kubectl").write_text(FAKE_KUBECTL_FOR_REMOVAL)
+    (bin_dir / "kubectl").chmod(0o755)
+    script = tmp_path / "remove-node.sh"
+    script.write_text(render("remove-node", "k8smaster", {"TARGET_NODE": "k8sworker3", "DRAIN_TIMEOUT_SECONDS": 300}))
+    log = tmp_path / "kubectl"
+    removal = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail; source {shlex.quote(str(script))}; main"],
+        env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_KUBECTL_LOG": str(log),
+             "FAKE_READY": ready},
+        capture_output=True, text=True, check=False,
+    )
+    assert removal.returncode == rc, removal.stderr
+    acting = [line for line in log.read_text().splitlines() if line.startswith(("drain ", "delete "))]
+    assert len(acting) == len(calls) and all(map(str.startswith, acting, calls)), acting
+
+
 def test_installed_version_is_empty_for_a_package_dpkg_never_saw(tmp_path):
     script = render("packages", "k8sworker1", {})
     found = source_and_run(script, "installed_version no-such-package-kvmk; echo rc=$?; installed_version bash", tmp_path)
