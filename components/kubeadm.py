@@ -23,6 +23,8 @@ CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 API_SERVER_PORT = 6443
 # kubeadm's default wait for a static pod replaced by an upgrade (constants.UpgradeManifestsTimeout).
 UPGRADE_MANIFESTS_TIMEOUT = 300
+# kubeadm's upgrade health check that runs a Job (phases/upgrade/health.go): the plan runs it.
+CHECKED_BY_THE_UPGRADE_PLAN = "CreateJob"
 # Where the init and upgrade-apply stages put the patches that kubeadm applies to its static pods.
 PATCHES_DIR = "/etc/kubernetes/kvm-kubeadm-patches"
 # kubeadm's static pods, and whether each has a readiness probe besides its liveness probe.
@@ -151,10 +153,11 @@ def upgrade_config(kubernetes: Kubernetes) -> str:
         **init_timeouts(kubernetes),
         "upgradeManifests": _duration(max(kubernetes.control_plane_timeout_seconds, UPGRADE_MANIFESTS_TIMEOUT)),
     }
-    upgrade: dict[str, Any] = {"apiVersion": KUBEADM_API, "kind": "UpgradeConfiguration", "timeouts": timeouts}
-    if patches := _patches(kubernetes):
-        # `upgrade apply` writes the control plane's static pods anew: with the same patches as init.
-        upgrade["apply"] = patches
+    # The upgrade-apply stage runs `upgrade plan` first, asking again while kubeadm's health-check
+    # Job misses its fixed 60 s; `upgrade apply` would run that Job once more, so it skips it.
+    # `upgrade apply` writes the control plane's static pods anew: with the same patches as init.
+    apply = {"ignorePreflightErrors": [CHECKED_BY_THE_UPGRADE_PLAN], **_patches(kubernetes)}
+    upgrade = {"apiVersion": KUBEADM_API, "kind": "UpgradeConfiguration", "apply": apply, "timeouts": timeouts}
     return dump_all([upgrade])
 
 

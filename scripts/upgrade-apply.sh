@@ -9,6 +9,7 @@ set -euo pipefail
 
 export KUBECONFIG=/etc/kubernetes/admin.conf
 readonly CONFIG=/etc/kubernetes/kubeadm-upgrade.yaml
+readonly PLAN_ATTEMPTS=3
 
 cluster_configuration() {
   kubectl -n kube-system get configmap kubeadm-config -o 'jsonpath={.data.ClusterConfiguration}'
@@ -29,6 +30,18 @@ use_image_repository() {
   log "kubeadm-config: imageRepository $IMAGE_REPOSITORY"
 }
 
+# `kubeadm upgrade plan` checks the cluster's health, and its check that a Job's pod runs to
+# completion has a fixed 60 s, which a loaded, emulated control plane can miss. The plan
+# changes nothing, so it is asked again; `upgrade apply` then skips that one check.
+plan_upgrade() {
+  local attempt
+  for ((attempt = 1; ; attempt++)); do
+    run_logged /var/log/kvm-kubeadm/upgrade-plan.log kubeadm upgrade plan "$1" --config "$CONFIG" && return 0
+    ((attempt < PLAN_ATTEMPTS)) || return 1
+    log "kubeadm upgrade plan attempt $attempt of $PLAN_ATTEMPTS failed; asking again"
+  done
+}
+
 main() {
   local target attempt="$KUBEADM_ATTEMPTS/$STAGE.attempt"
   target=$(kubeadm version -o short)
@@ -40,7 +53,7 @@ main() {
   printf '%s' "$UPGRADE_CONFIG" >"$CONFIG"
   write_files_into "$PATCHES_DIR" "${PATCHES[@]}"
   use_image_repository
-  run_logged /var/log/kvm-kubeadm/upgrade-plan.log kubeadm upgrade plan "$target" --config "$CONFIG"
+  plan_upgrade "$target"
   install -d -m 0755 "$KUBEADM_ATTEMPTS"
   touch "$attempt"
   run_logged "/var/log/kvm-kubeadm/$STAGE.log" kubeadm upgrade apply "$target" --config "$CONFIG" --yes

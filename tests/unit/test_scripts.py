@@ -260,7 +260,7 @@ def test_slower_probes_become_kubeadm_patches_of_every_static_pod(ssh_keys):
 def test_kubeadms_own_probes_need_no_patches(dev_settings):
     assert kubeadm.static_pod_patches(dev_settings.kubernetes) == {}
     assert "patches" not in kubeadm.init_documents(dev_settings)[0]
-    assert "apply" not in yaml.safe_load(kubeadm.upgrade_config(dev_settings.kubernetes))
+    assert "patches" not in yaml.safe_load(kubeadm.upgrade_config(dev_settings.kubernetes))["apply"]
 
 
 @pytest.mark.parametrize("stage", ["init", "upgrade-apply"])
@@ -396,6 +396,22 @@ def test_a_node_kubeadm_set_up_without_our_attempt_marker_is_left_alone(tmp_path
     result = run_init_attempt(tmp_path, rc=0)
     assert result.returncode == 0 and "done before; skipped" in result.stdout
     assert kubeadm_calls(tmp_path) == [], "an initialised cluster is never reset"
+
+
+@pytest.mark.parametrize("rcs, expected_rc, plans", [([1, 1, 0], 0, 3), ([1, 1, 1, 0], 1, 3), ([0], 0, 1)])
+def test_the_upgrade_plan_is_asked_up_to_three_times(tmp_path, rcs, expected_rc, plans):
+    result = run_kubeadm_stage(tmp_path, "upgrade-apply", {}, "plan_upgrade v1.36.3", rcs)
+    assert result.returncode == expected_rc, result.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "upgrade plan v1.36.3 --config /etc/kubernetes/kubeadm-upgrade.yaml"] * plans
+
+
+def test_upgrade_apply_skips_only_the_health_check_the_plan_ran(dev_settings):
+    """kubeadm's Job check (fixed 60 s) runs in both plan and apply; the stage asks the plan again
+    while it fails, so apply, moments later, need not take the same chance. Plan and node keep every check."""
+    upgrade = yaml.safe_load(kubeadm.upgrade_config(dev_settings.kubernetes))
+    assert upgrade["apply"]["ignorePreflightErrors"] == ["CreateJob"]
+    assert "plan" not in upgrade and "node" not in upgrade
 
 
 def run_join(tmp_path: Path, rcs: list[int], timeout: int = 300, api_ready_after: int = 0):
