@@ -467,20 +467,25 @@ esac
 """
 
 
-def wait_for_node(tmp_path: Path, stage: str, params: dict, ready_after: int) -> subprocess.CompletedProcess:
-    """Stage `stage` against a stand-in kubectl, with sleeps that return at once."""
+def run_against_kubectl(tmp_path: Path, stage: str, params: dict, kubectl: str, **env: str) -> subprocess.CompletedProcess:
+    """Stage `stage` on the control plane against the stand-in `kubectl` (which logs its calls to
+    tmp_path/kubectl), with sleeps that return at once."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "kubectl").write_text(FAKE_KUBECTL)
+    (bin_dir / "kubectl").write_text(kubectl)
     (bin_dir / "kubectl").chmod(0o755)
     script = tmp_path / f"{stage}.sh"
     script.write_text(render(stage, "k8smaster", params))
     return subprocess.run(
         ["bash", "-c", f"set -euo pipefail; source {shlex.quote(str(script))}; sleep() {{ :; }}; main"],
         env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_KUBECTL_LOG": str(tmp_path / "kubectl"),
-             "FAKE_READY_AFTER": str(ready_after)},
+             **env},
         capture_output=True, text=True, check=False,
     )
+
+
+def wait_for_node(tmp_path: Path, stage: str, params: dict, ready_after: int) -> subprocess.CompletedProcess:
+    return run_against_kubectl(tmp_path, stage, params, FAKE_KUBECTL, FAKE_READY_AFTER=str(ready_after))
 
 
 @pytest.mark.parametrize("stage, params, done, late", [
@@ -515,21 +520,10 @@ esac
     ("error", 1, []),
 ])
 def test_removing_a_node_drains_it_only_when_it_is_ready(tmp_path, ready, rc, calls):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "kubectl").write_text(FAKE_KUBECTL_FOR_REMOVAL)
-    (bin_dir / "kubectl").chmod(0o755)
-    script = tmp_path / "remove-node.sh"
-    script.write_text(render("remove-node", "k8smaster", {"TARGET_NODE": "k8sworker3", "DRAIN_TIMEOUT_SECONDS": 300}))
-    log = tmp_path / "kubectl"
-    removal = subprocess.run(
-        ["bash", "-c", f"set -euo pipefail; source {shlex.quote(str(script))}; main"],
-        env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_KUBECTL_LOG": str(log),
-             "FAKE_READY": ready},
-        capture_output=True, text=True, check=False,
-    )
+    params = {"TARGET_NODE": "k8sworker3", "DRAIN_TIMEOUT_SECONDS": 300}
+    removal = run_against_kubectl(tmp_path, "remove-node", params, FAKE_KUBECTL_FOR_REMOVAL, FAKE_READY=ready)
     assert removal.returncode == rc, removal.stderr
-    acting = [line for line in log.read_text().splitlines() if line.startswith(("drain ", "delete "))]
+    acting = [line for line in (tmp_path / "kubectl").read_text().splitlines() if line.startswith(("drain ", "delete "))]
     assert len(acting) == len(calls) and all(map(str.startswith, acting, calls)), acting
 
 
