@@ -2,7 +2,7 @@
 
 import pulumi
 
-from components import config
+from components import addons, config
 from components.cluster import Cluster
 
 settings = config.load()
@@ -15,3 +15,8 @@ pulumi.export("workerIps", [worker.node.ip for worker in cluster.workers])
 if cluster.kubeconfig is not None:
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("joinCommand", cluster.join_command)
+if cluster.headlamp_token is not None:
+    pulumi.export("headlampToken", cluster.headlamp_token)
+    pulumi.export("headlampUrl", addons.headlamp_url(settings))
+    if (port_forward := addons.headlamp_port_forward(settings)) is not None:
+        pulumi.export("headlampCommand", port_forward)

@@ -39,6 +39,8 @@ class Cluster(pulumi.ComponentResource):
     """Admin kubeconfig (secret; None in an os-prep-only stack)."""
     join_command: pulumi.Output[str] | None
     """The procedure's `kubeadm join …` line (secret)."""
+    headlamp_token: pulumi.Output[str] | None
+    """The dashboard login's ServiceAccount token (secret; None without the Headlamp addon)."""
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kvm:kubeadm:Cluster", name, None, opts)
@@ -112,10 +114,15 @@ class Cluster(pulumi.ComponentResource):
         }
         if leader.ticket is not None:
             provided[procedure.POD_NETWORK] = [leader.ticket.pod_network]
-        context = StageContext(settings, spec, Host(leader.node.name, leader.node.connection), leader.node.root_volume.id)
+        context = StageContext(
+            settings, spec, Host(leader.node.name, leader.node.connection), leader.node.root_volume.id,
+            lifeline=leader.node.domain,
+        )
         self.stages = run_stages(procedure.CLUSTER, name, context, provided, parent=self)
 
-        self.kubeconfig = self.join_command = None
+        self.kubeconfig = self.join_command = self.headlamp_token = None
+        if "headlamp" in self.stages:
+            self.headlamp_token = pulumi.Output.secret(self.stages["headlamp"].stdout.apply(str.strip))
         if leader.ticket is not None:
             ticket = leader.ticket
             self.kubeconfig = leader.kubeconfig
@@ -128,6 +135,7 @@ class Cluster(pulumi.ComponentResource):
                 "worker_ips": [worker.node.ip for worker in self.workers],
                 "kubeconfig": self.kubeconfig,
                 "join_command": self.join_command,
+                "headlamp_token": self.headlamp_token,
             }
         )
 

@@ -26,8 +26,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from .config_schema import (
-    LABEL, MIN_DISK_GIB, MIN_MEMORY_MIB, MIN_VCPU, Containerd, ControlPlane, Firewall, Image, Kubernetes, Libvirt,
-    Mirrors, Network, Registry, Scope, Ssh, StackConfig, Workers, bounds,
+    LABEL, MIN_DISK_GIB, MIN_MEMORY_MIB, MIN_VCPU, Addons, Containerd, ControlPlane, Firewall, Image, Kubernetes,
+    Libvirt, Mirrors, Network, Registry, Scope, Ssh, StackConfig, Workers, bounds,
 )
 
 PROJECT = "kvm-kubeadm"
@@ -111,6 +111,7 @@ class Settings:
     mirrors: Mirrors
     """Download locations, with the preset applied."""
     flannel: FlannelRelease
+    addons: Addons
     containerd: Containerd
     registries: tuple[RegistryAccess, ...]
     """Registry mirrors and trust, by registry host."""
@@ -121,6 +122,11 @@ class Settings:
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:
         return (self.control_plane, *self.workers)
+
+
+def versioned(url: str, version: str) -> str:
+    """A download location whose `{version}` stands for a release tag."""
+    return url.replace("{version}", version)
 
 
 def libvirt_name(stack: str, name: str) -> str:
@@ -361,6 +367,31 @@ def check_addresses(
         seen_names.add(node.name)
 
 
+def check_addons(
+    problems: _Problems, addons: Addons, scope: Scope, workers: tuple[NodeSpec, ...], schedulable: Optional[bool],
+    firewall: Firewall,
+) -> None:
+    """An addon needs a cluster and a node to run on; the dashboard, a way to reach it."""
+    wanted = [key for key, on in (("metricsServer", addons.metrics_server), ("localPath", addons.local_path),
+                                  ("headlamp", addons.headlamp)) if on]
+    if addons.headlamp and scope != "kubernetes":
+        problems.add("addons.headlamp", f"needs a cluster, but {problems.key('stages')} is {scope!r}")
+    if addons.headlamp_node_port is not None and not addons.headlamp:
+        problems.add("addons.headlampNodePort", f"has no effect while {problems.key('addons.headlamp')} is false")
+    if scope == "kubernetes" and wanted and not workers and schedulable is False:
+        problems.add(
+            "controlPlane.schedulable",
+            f"false leaves no node for the addons ({', '.join(wanted)}) of a cluster without workers; "
+            f"set it to true or turn them off under {problems.key('addons')}",
+        )
+    if addons.headlamp and addons.headlamp_node_port is not None and firewall == "open-ports" and not workers:
+        problems.add(
+            "addons.headlampNodePort",
+            f"is closed by {problems.key('firewall')}: open-ports, which opens the NodePort range on workers only; "
+            "unset it to reach the dashboard with kubectl port-forward",
+        )
+
+
 # --- the whole -------------------------------------------------------------------------
 
 def _node(name: str, ip: ipaddress.IPv4Address, sizing: ControlPlane | Workers) -> NodeSpec:
@@ -406,6 +437,8 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
         check_workers_fit(problems, network, workers)
     check_node_names(problems, control_plane_node, worker_nodes)
     check_addresses(problems, network, control_plane_node, worker_nodes)
+    if control_plane and {"addons", "scope", "firewall"} <= valid.keys():
+        check_addons(problems, valid["addons"], valid["scope"], worker_nodes, control_plane.schedulable, valid["firewall"])
 
     if problems.lines:
         raise ConfigError(problems.lines)
@@ -424,7 +457,8 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
         allow_control_plane_replace=control_plane.allow_replace,
         kubernetes=kubernetes,
         mirrors=mirrors,
-        flannel=FlannelRelease(flannel.version, mirrors.flannel_manifest.replace("{version}", flannel.version)),
+        flannel=FlannelRelease(flannel.version, versioned(mirrors.flannel_manifest, flannel.version)),
+        addons=valid["addons"],
         containerd=valid["containerd"],
         registries=registries,
         firewall=valid["firewall"],

@@ -8,6 +8,7 @@ Fields are snake_case; each is written in the stack file under its camelCase ali
 
 import re
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Callable, Literal, Optional
 
 from annotated_types import Ge, Le
@@ -22,6 +23,10 @@ UBUNTU_NOBLE_IMAGE = "https://cloud-images.ubuntu.com/noble/current/noble-server
 KUBE_PACKAGES_UPSTREAM = "https://pkgs.k8s.io/core:/stable:"
 IMAGE_REPOSITORY_UPSTREAM = "registry.k8s.io"
 FLANNEL_MANIFEST_UPSTREAM = "https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml"
+METRICS_SERVER_MANIFEST_UPSTREAM = "https://github.com/kubernetes-sigs/metrics-server/releases/download/{version}/components.yaml"
+LOCAL_PATH_MANIFEST_UPSTREAM = (
+    "https://raw.githubusercontent.com/rancher/local-path-provisioner/{version}/deploy/local-path-storage.yaml"
+)
 CONTAINERD_PACKAGES_UPSTREAM = "https://download.docker.com"
 
 # Mirror presets: each names only what it changes (by config key); everything else stays upstream.
@@ -88,7 +93,13 @@ DnsDomain = _format(f"^{_DNS_NAME}$", "is not a DNS domain (lowercase labels sep
 RegistryHost = _format(rf"^{_DNS_NAME}(:\d+)?$", "is not a registry host (a DNS name or address, with an optional :port)")
 LibvirtUri = _format(r"^[a-z][a-z0-9+]*://\S*$", "is not a libvirt URI, e.g. qemu:///system")
 PoolName = _format(r"^[^/\s]+$", "is not a libvirt storage pool name")
-FlannelVersion = _format(r"^v\d+\.\d+\.\d+$", "must be a flannel release tag, e.g. v0.27.4")
+
+
+def _release_tag(project: str, example: str) -> Any:
+    return _format(r"^v\d+\.\d+\.\d+$", f"must be a {project} release tag, e.g. {example}")
+
+
+FlannelVersion = _release_tag("flannel", "v0.27.4")
 ContainerdVersion = _format(r"^\d+\.\d+(\.\d+)?$", "must be MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 2.2 or 2.2.9")
 Firewall = Literal["disable", "open-ports"]
 Scope = Literal["kubernetes", "os-prep"]
@@ -286,6 +297,69 @@ class Flannel(_Section):
     version: FlannelVersion = Field("v0.27.4", description="flannel release whose manifest is applied")
 
 
+# Trees a local-path volume directory must stay out of: the OS's own and the node's Kubernetes
+# state. The provisioner makes a directory per volume there and removes it with the volume.
+RESERVED_TREES = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/run", "/sbin", "/sys", "/usr",
+    "/var/lib/containerd", "/var/lib/etcd", "/var/lib/kubelet",
+)
+
+
+def _volume_dir(value: str) -> str:
+    path = PurePosixPath(value)
+    problem = None
+    if not re.fullmatch(r"/[A-Za-z0-9._/-]*", value) or any(part in (".", "..") for part in value.split("/")):
+        problem = "must be an absolute path of letters, digits, '.', '_', '-' and '/', without '.' or '..' parts"
+    elif path == PurePosixPath("/"):
+        problem = "is the root directory; name a directory of its own, e.g. /opt/local-path-provisioner"
+    elif reserved := next((tree for tree in RESERVED_TREES if path.is_relative_to(tree)), None):
+        problem = f"lies in {reserved}, which belongs to the OS or to Kubernetes"
+    if problem:
+        raise PydanticCustomError("format", "{value} " + problem, {"value": repr(value)})
+    return str(path)
+
+
+VolumeDir = Annotated[str, AfterValidator(_volume_dir), WithJsonSchema({"type": "string", "pattern": "^/"})]
+HEADLAMP_ACCESS = ("read-only", "cluster-admin")
+
+
+class Addons(_Section):
+    """What a learning cluster ships besides the pod network, each installed after every node is Ready."""
+
+    metrics_server: bool = Field(True, description="install metrics-server: `kubectl top` and autoscaling get figures")
+    metrics_server_version: _release_tag("metrics-server", "v0.8.0") = Field(
+        "v0.8.0", description="metrics-server release whose manifest is applied",
+    )
+    local_path: bool = Field(
+        True, description="install rancher's local-path-provisioner as the default StorageClass `local-path`: a "
+        "PersistentVolumeClaim binds to a directory on the node its pod runs on",
+    )
+    local_path_version: _release_tag("local-path-provisioner", "v0.0.30") = Field(
+        "v0.0.30", description="local-path-provisioner release whose manifest is applied",
+    )
+    local_path_dir: VolumeDir = Field(
+        "/opt/local-path-provisioner",
+        description="directory on each node that holds the volumes (one directory each); outside the OS's and "
+        "Kubernetes' own trees",
+    )
+    headlamp: bool = Field(
+        False, description="install the Headlamp dashboard; its login token is the secret stack output "
+        "`headlampToken`, the command that opens it `headlampCommand`",
+    )
+    headlamp_version: _release_tag("Headlamp", "v0.35.0") = Field(
+        "v0.35.0", description="Headlamp release (image `ghcr.io/headlamp-k8s/headlamp:<version>`)",
+    )
+    headlamp_access: Literal[HEADLAMP_ACCESS] = Field(
+        "read-only", description="what the dashboard's login may do: `read-only` (every resource but Secrets) or "
+        "`cluster-admin` (everything)",
+    )
+    headlamp_node_port: Optional[int] = Field(
+        None, ge=30000, le=32767,
+        description="serve the dashboard on this NodePort of every node; unset: reach it with `kubectl port-forward` "
+        "from the KVM host only",
+    )
+
+
 class Containerd(_Section):
     source: Literal["docker", "distro"] = Field(
         "docker",
@@ -335,6 +409,14 @@ class Mirrors(_Section):
         CONTAINERD_PACKAGES_UPSTREAM,
         description="base URL of Docker's package repository (`containerd.source: docker`); `/linux/<distro>` is appended",
     )
+    metrics_server_manifest: Url = Field(
+        METRICS_SERVER_MANIFEST_UPSTREAM,
+        description="metrics-server manifest URL; `{version}` is replaced by `addons.metricsServerVersion`",
+    )
+    local_path_manifest: Url = Field(
+        LOCAL_PATH_MANIFEST_UPSTREAM,
+        description="local-path-provisioner manifest URL; `{version}` is replaced by `addons.localPathVersion`",
+    )
     flannel_registry: Annotated[RegistryOrEmpty, _NO_TRAILING_SLASH] = Field(
         "", description="registry that replaces flannel's own (e.g. `registry.example.com/flannel-io`), or empty",
     )
@@ -377,6 +459,7 @@ class StackConfig(_Section):
     workers: Workers = Field(default_factory=Workers, description="the worker VMs")
     kubernetes: Kubernetes = Field(default_factory=Kubernetes, description="the Kubernetes release and cluster networks")
     flannel: Flannel = Field(default_factory=Flannel, description="the pod network add-on")
+    addons: Addons = Field(default_factory=Addons, description="metrics, storage and the dashboard")
     mirrors: Mirrors = Field(default_factory=Mirrors, description="download locations; `mirrors: cn` is short for `{preset: cn}`")
     containerd: Containerd = Field(default_factory=Containerd, description="the container runtime")
     registries: dict[RegistryHost, Registry] = Field(

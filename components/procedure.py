@@ -16,9 +16,11 @@ node installs the configured version, so only a version change gives them work.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pulumi
 
-from . import kubeadm, registries
+from . import addons, kubeadm, registries
 from .config import Settings
 from .scripts import Value
 from .stage import ON_CONTROL_PLANE, ON_NODE_IF_REACHABLE, Stage, StageContext, Undo
@@ -224,11 +226,46 @@ WORKER = (
     Stage("uncordon", after=("upgrade-kubelet",), runs_on=ON_CONTROL_PLANE, params=uncordon_params, on_change_only=True),
 )
 
+
+
+def addon(name: str, wanted: Callable[[Settings], bool], params: Callable[[Settings], dict[str, Value]],
+          storage_class: str = "", secret_stdout: bool = False) -> Stage:
+    """An addon: installed once every node is Ready, from /etc/kvm-kubeadm/<name> on the leader; its
+    switch turned off deletes what it applied (not when the whole cluster goes)."""
+    directory = f"/etc/kvm-kubeadm/{name}"
+    bound = lambda c: {"ADDON_DIR": directory, "TIMEOUT_SECONDS": c.settings.kubernetes.ready_timeout_seconds}  # noqa: E731
+    return Stage(
+        name, after=("ready",), wanted=wanted, params=lambda c: {**bound(c), **params(c.settings)},
+        reruns_on=new_root_disk, secret_stdout=secret_stdout, skipped_on_cluster_destroy=True,
+        undo=Undo("remove-addon", lambda c: {**bound(c), "STORAGE_CLASS": storage_class}),
+    )
+
+
 # Run on the control plane that bootstrapped the cluster, once every node has joined.
 CLUSTER = (
     Stage(
         "ready", after=(POD_NETWORK, WORKERS),
         params=lambda c: ready_params(c.settings, [n.name for n in c.settings.nodes], ADMIN_KUBECONFIG, check_readyz=True),
+    ),
+    addon(
+        "metrics-server", lambda s: s.addons.metrics_server,
+        lambda s: {"MANIFEST_URL": addons.metrics_server_manifest_url(s), "KUSTOMIZATION": addons.metrics_server_kustomization(s)},
+    ),
+    addon(
+        "local-path", lambda s: s.addons.local_path,
+        lambda s: {"MANIFEST_URL": addons.local_path_manifest_url(s), "KUSTOMIZATION": addons.local_path_kustomization(s)},
+        storage_class=addons.LOCAL_PATH_CLASS,
+    ),
+    # Its stdout is the login token.
+    addon(
+        "headlamp", lambda s: s.addons.headlamp,
+        lambda s: {
+            "MANIFEST": addons.headlamp_manifest(s), "MANIFEST_FILE": addons.HEADLAMP_FILE,
+            "KUSTOMIZATION": addons.headlamp_kustomization(),
+            "NAMESPACE": addons.HEADLAMP_NAMESPACE, "TOKEN_SECRET": addons.HEADLAMP_TOKEN_SECRET,
+            "STALE_BINDINGS": addons.headlamp_stale_bindings(s.addons.headlamp_access),
+        },
+        secret_stdout=True,
     ),
 )
 

@@ -69,6 +69,8 @@ class StageContext:
     """On the control plane that bootstraps the cluster."""
     ticket: Optional["JoinTicket"] = None
     """On a node that joins the cluster."""
+    lifeline: Optional[pulumi.Resource] = None
+    """The leader's VM, where a stage is `skipped_on_cluster_destroy`: when it goes, the whole cluster goes."""
 
 
 def _no_params(_: StageContext) -> dict[str, Value]:
@@ -77,6 +79,10 @@ def _no_params(_: StageContext) -> dict[str, Value]:
 
 def _nothing(_: StageContext) -> list[pulumi.Input]:
     return []
+
+
+def _always(_: Settings) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,8 @@ class Stage:
     """Its undo is pointless when the whole cluster goes (deleted with the leader's VM)."""
     on_change_only: bool = False
     """Runs when its inputs change, not when it is created (an upgrade step: a new node is at the version already)."""
+    wanted: Callable[[Settings], bool] = _always
+    """Whether the config asks for it (an addon's switch); turned off, its resource goes and `undo` runs."""
 
 
 def _if_reachable(context: StageContext, command: str) -> str:
@@ -140,7 +148,7 @@ def run_stages(
     names a stage may wait for, besides earlier stages, to resources."""
     done: dict[str, remote.Command | local.Command] = {}
     for stage in stages:
-        if not in_scope(stage.scope, context.settings.scope):
+        if not in_scope(stage.scope, context.settings.scope) or not stage.wanted(context.settings):
             continue
         waits_for: list[pulumi.Resource] = []
         for name in stage.after:
@@ -175,7 +183,7 @@ def run_stages(
                 depends_on=waits_for,
                 additional_secret_outputs=["stdout", "stderr"] if stage.secret_stdout else None,
                 ignore_changes=["stdin"] if stage.keeps_stdin else None,
-                deleted_with=context.ticket.lifeline if stage.skipped_on_cluster_destroy else None,
+                deleted_with=context.lifeline if stage.skipped_on_cluster_destroy else None,
                 delete_before_replace=True,
             ),
         )

@@ -33,7 +33,10 @@ class Worker(pulumi.ComponentResource):
     ):
         super().__init__("kvm:kubeadm:Worker", name, None, opts)
         self.node = Node(f"{name}-node", node, opts=pulumi.ResourceOptions(parent=self))
-        context = StageContext(settings, node.spec, Host(self.node.name, self.node.connection), self.node.root_volume.id, ticket=ticket)
+        context = StageContext(
+            settings, node.spec, Host(self.node.name, self.node.connection), self.node.root_volume.id, ticket=ticket,
+            lifeline=ticket.lifeline if ticket else None,
+        )
         provided: dict[str, list[pulumi.Resource]] = {procedure.VM: [self.node.domain]}
         if ticket is not None:
             provided[procedure.JOIN_PREREQUISITES] = list(ticket.prerequisites)

@@ -8,16 +8,6 @@ set -euo pipefail
 readonly DIR=/etc/kvm-kubeadm/flannel
 export KUBECONFIG=/etc/kubernetes/admin.conf
 
-fetch_manifest() {
-  if [[ -s "$DIR/kube-flannel.yml" && "$(cat "$DIR/source" 2>/dev/null)" == "$MANIFEST_URL" ]]; then
-    return 0
-  fi
-  curl -fsSL --retry 5 -o "$DIR/kube-flannel.yml.part" "$MANIFEST_URL"
-  mv "$DIR/kube-flannel.yml.part" "$DIR/kube-flannel.yml"
-  echo "$MANIFEST_URL" >"$DIR/source"
-  log "fetched $MANIFEST_URL"
-}
-
 # flannel reaches the API through its Service address, which works once kube-proxy
 # has programmed it. Started before that, flannel crash-loops, and the kubelet's
 # back-off (up to 5 minutes a restart) holds it back long after the path works.
@@ -28,10 +18,7 @@ wait_for_api_service() {
 
 main() {
   wait_for_api_service
-  install -d -m 0755 "$DIR"
-  printf '%s\n' "$KUSTOMIZATION" >"$DIR/kustomization.yaml"
-  fetch_manifest
-  kubectl apply -k "$DIR"
+  apply_kustomization "$DIR" "$KUSTOMIZATION" kube-flannel.yml "$MANIFEST_URL"
   kubectl -n kube-flannel rollout status daemonset/kube-flannel-ds --timeout="${TIMEOUT_SECONDS}s"
   log "done"
 }

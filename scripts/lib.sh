@@ -41,6 +41,33 @@ write_files_into() {
   done
 }
 
+# Download URL to FILE once; again only when the URL changes (FILE.source records it).
+fetch_once() {
+  local url=$1 file=$2
+  if [[ -s "$file" && "$(cat "$file.source" 2>/dev/null)" == "$url" ]]; then
+    return 0
+  fi
+  curl -fsSL --retry 5 -o "$file.part" "$url"
+  mv "$file.part" "$file"
+  echo "$url" >"$file.source"
+  log "fetched $url"
+}
+
+# Apply the kustomization $2 from DIR $1, next to the files that follow as name and URL pairs
+# (each fetched once): an addon or the pod network, always from the same directory, so that
+# `kubectl delete -k DIR` removes what was applied.
+apply_kustomization() {
+  local dir=$1
+  install -d -m 0755 "$dir"
+  printf '%s\n' "$2" >"$dir/kustomization.yaml"
+  shift 2
+  while (($#)); do
+    fetch_once "$2" "$dir/$1"
+    shift 2
+  done
+  kubectl apply -k "$dir"
+}
+
 # Run a command with its output in LOG (root only); on failure show LOG's tail, redacted.
 run_logged() {
   local log=$1

@@ -67,6 +67,7 @@ DYNAMIC = "pulumi-python:dynamic:Resource"
 
 FAKE_CA_HASH = "sha256:" + "ab" * 32
 FAKE_TOKEN = "abcdef.0123456789abcdef"
+FAKE_LOGIN_TOKEN = "eyJhbGciOiJSUzI1NiJ9.fake-service-account-token"
 FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://192.168.56.107:6443\n  name: kubernetes\n"
 
 
@@ -140,7 +141,7 @@ class Mocks(pulumi.runtime.Mocks):
         outputs = dict(args.inputs)
         if args.typ == COMMAND:
             stage = re.search(r"readonly STAGE=([\w-]+)", outputs.get("create") or "")
-            stdout = {"ca-hash": FAKE_CA_HASH + "\n", "kubeconfig": FAKE_KUBECONFIG}
+            stdout = {"ca-hash": FAKE_CA_HASH + "\n", "kubeconfig": FAKE_KUBECONFIG, "headlamp": FAKE_LOGIN_TOKEN + "\n"}
             outputs["stdout"] = stdout.get(stage.group(1), "") if stage else ""
             outputs["stderr"] = ""
         if args.typ == DYNAMIC and "ttl_seconds" in outputs:

@@ -46,6 +46,8 @@ def mirrored(dev_config, ca_file) -> dict:
             "flannelRegistry": "images.mirror.test:5000/flannel-io",
             "osApt": "http://apt.mirror.test",
             "containerdPackages": "http://docker.mirror.test/docker",
+            "metricsServerManifest": "http://addons.mirror.test/metrics-server/{version}/components.yaml",
+            "localPathManifest": "http://addons.mirror.test/local-path/{version}/local-path-storage.yaml",
         },
         "registries": {
             "registry.k8s.io": {"mirrors": ["https://images.mirror.test:5000"]},
@@ -75,6 +77,8 @@ def test_every_location_the_stages_receive_comes_from_a_config_key(mirrored):
         "mirrors.flannelManifest": [settings.flannel.manifest_url],
         "mirrors.osApt": [mirrors.os_apt],
         "mirrors.containerdPackages": [mirrors.containerd_packages],
+        "mirrors.metricsServerManifest": ["http://addons.mirror.test/metrics-server/v0.8.0/components.yaml"],
+        "mirrors.localPathManifest": ["http://addons.mirror.test/local-path/v0.0.30/local-path-storage.yaml"],
         **{f"registries.{r.host}": [f"https://{r.host}", f"http://{r.host}", *r.mirrors] for r in settings.registries},
         "registries.docker.io (its API server)": ["https://registry-1.docker.io"],
         # Not a download: flannel's path to the API, the first address of the service CIDR.
@@ -101,6 +105,11 @@ def test_every_location_the_stages_receive_comes_from_a_config_key(mirrored):
     assert packages.param("IMAGE_REPOSITORY") == "images.mirror.test:5000/k8s"
     kustomization = yaml.safe_load(run.by_name("k8s-k8smaster-cni").param("KUSTOMIZATION"))
     assert {image["newName"].rsplit("/", 1)[0] for image in kustomization["images"]} == {"images.mirror.test:5000/flannel-io"}
+    # metrics-server is a registry.k8s.io image: it follows the image repository, held flat there.
+    metrics = yaml.safe_load(run.by_name("k8s-metrics-server").param("KUSTOMIZATION"))
+    assert metrics["images"] == [
+        {"name": "registry.k8s.io/metrics-server/metrics-server", "newName": "images.mirror.test:5000/k8s/metrics-server"}
+    ]
 
 
 def test_hosts_toml_sends_each_registry_to_its_mirrors_with_their_trust(mirrored, ca_file):

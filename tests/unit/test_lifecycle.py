@@ -66,7 +66,7 @@ def test_a_stage_script_input_change_reruns_that_stage_only(dev_config):
     before = build(dev_config)
     after = build(dev_config, kubernetes__readyTimeoutSeconds=1200)
     assert changed_between(before, after) == {
-        "k8s-ready", "k8s-k8smaster-cni", "k8s-k8smaster-uncordon",
+        "k8s-ready", "k8s-k8smaster-cni", "k8s-k8smaster-uncordon", "k8s-metrics-server", "k8s-local-path",
         *(f"k8s-k8sworker{i}-{stage}" for i in (1, 2, 3) for stage in ("ready", "uncordon")),
     }
 

@@ -18,7 +18,8 @@ TOKEN = "k8s-k8smaster-bootstrap-token"
 
 @pytest.fixture(scope="module")
 def dev(ssh_keys):
-    run = run_program(with_keys(load_stack_config("dev"), ssh_keys))
+    """The dev stack with every addon on, so that every declared stage is there."""
+    run = run_program({**with_keys(load_stack_config("dev"), ssh_keys), "addons": {"headlamp": True}})
     assert run.error is None, run.error
     return run
 

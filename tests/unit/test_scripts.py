@@ -32,8 +32,8 @@ def dev_settings(ssh_keys):
 
 @pytest.fixture(scope="module")
 def rendered_scripts(ssh_keys) -> dict[str, str]:
-    """Every script the dev stack sends, keyed by resource and field, unwrapped from `sudo bash -c`."""
-    run = run_program(with_keys(load_stack_config("dev"), ssh_keys))
+    """Every script the dev stack sends with every addon on, keyed by resource and field, unwrapped from `sudo bash -c`."""
+    run = run_program({**with_keys(load_stack_config("dev"), ssh_keys), "addons": {"headlamp": True}})
     assert run.error is None, run.error
     scripts = {}
     for command in run.stage_commands():
@@ -72,7 +72,7 @@ def test_every_stage_file_starts_strict():
 
 
 def test_rendered_scripts_pass_bash_n(rendered_scripts, tmp_path):
-    assert len(rendered_scripts) == 46
+    assert len(rendered_scripts) == 52
     for key, script in rendered_scripts.items():
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{key}: {result.stderr}"
