@@ -4,6 +4,7 @@ dashboard's manifest, which is this project's own (upstream publishes none that 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -98,7 +99,7 @@ def local_path_kustomization(settings: Settings) -> str:
     config_map = {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "local-path-config", "namespace": LOCAL_PATH_NAMESPACE},
-        "data": {"config.json": yaml.safe_dump(config), "helperPod.yaml": _dump(local_path_helper_pod(settings))},
+        "data": {"config.json": json.dumps(config, indent=2), "helperPod.yaml": _dump(local_path_helper_pod(settings))},
     }
     return _dump({
         **KUSTOMIZATION,
@@ -127,7 +128,10 @@ def headlamp_documents(settings: Settings) -> list[dict[str, Any]]:
     long-lived token and its role bindings."""
     addons = settings.addons
     labels = {"app.kubernetes.io/name": "headlamp"}
-    meta = lambda name: {"name": name, "namespace": HEADLAMP_NAMESPACE, "labels": labels}  # noqa: E731
+
+    def meta(name: str) -> dict[str, Any]:
+        return {"name": name, "namespace": HEADLAMP_NAMESPACE, "labels": labels}
+
     probe = {"httpGet": {"path": "/", "port": HEADLAMP_PORT}, "periodSeconds": 10, "timeoutSeconds": 10,
              "failureThreshold": 6}
     container = {

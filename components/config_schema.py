@@ -320,7 +320,7 @@ def _volume_dir(value: str) -> str:
 
 
 VolumeDir = Annotated[str, AfterValidator(_volume_dir), WithJsonSchema({"type": "string", "pattern": "^/"})]
-HEADLAMP_ACCESS = ("read-only", "cluster-admin")
+HeadlampAccess = Literal["read-only", "cluster-admin"]
 
 
 class Addons(_Section):
@@ -349,7 +349,7 @@ class Addons(_Section):
     headlamp_version: _release_tag("Headlamp", "v0.35.0") = Field(
         "v0.35.0", description="Headlamp release (image `ghcr.io/headlamp-k8s/headlamp:<version>`)",
     )
-    headlamp_access: Literal[HEADLAMP_ACCESS] = Field(
+    headlamp_access: HeadlampAccess = Field(
         "read-only", description="what the dashboard's login may do: `read-only` (every resource but Secrets) or "
         "`cluster-admin` (everything)",
     )

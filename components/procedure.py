@@ -233,11 +233,14 @@ def addon(name: str, wanted: Callable[[Settings], bool], params: Callable[[Setti
     """An addon: installed once every node is Ready, from /etc/kvm-kubeadm/<name> on the leader; its
     switch turned off deletes what it applied (not when the whole cluster goes)."""
     directory = f"/etc/kvm-kubeadm/{name}"
-    bound = lambda c: {"ADDON_DIR": directory, "TIMEOUT_SECONDS": c.settings.kubernetes.ready_timeout_seconds}  # noqa: E731
+
+    def where(context: StageContext) -> dict[str, Value]:
+        return {"ADDON_DIR": directory, "TIMEOUT_SECONDS": context.settings.kubernetes.ready_timeout_seconds}
+
     return Stage(
-        name, after=("ready",), wanted=wanted, params=lambda c: {**bound(c), **params(c.settings)},
+        name, after=("ready",), wanted=wanted, params=lambda c: {**where(c), **params(c.settings)},
         reruns_on=new_root_disk, secret_stdout=secret_stdout, skipped_on_cluster_destroy=True,
-        undo=Undo("remove-addon", lambda c: {**bound(c), "STORAGE_CLASS": storage_class}),
+        undo=Undo("remove-addon", lambda c: {**where(c), "STORAGE_CLASS": storage_class}),
     )
 
 

@@ -20,6 +20,7 @@ import os
 import subprocess
 import time
 from contextlib import contextmanager
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,8 +33,17 @@ from tests.program import PROJECT_DIR, load_stack_config
 from tests.pulumi_cli import require
 
 KIT = PROJECT_DIR / ".cache" / "mirror"
-GATEWAY = "192.168.56.1"
-REGISTRY = f"{GATEWAY}:5000"
+REGISTRY_PORT = 5000
+
+
+def gateway_of(config: dict) -> str:
+    """The network's gateway, where the kit serves: the first address of the node subnet."""
+    return str(next(IPv4Network(config["network"]["subnet"]).hosts()))
+
+
+# The dev stack's, which the cluster and upgrade modules run.
+GATEWAY = gateway_of(load_stack_config("dev"))
+REGISTRY = f"{GATEWAY}:{REGISTRY_PORT}"
 CONTROL_PLANE, FIRST_WORKER, SECOND_WORKER = "k8smaster", "k8sworker1", "k8sworker2"
 OPT_IN = "KVMK_CLUSTER_E2E"
 
@@ -81,10 +91,10 @@ def kit_missing(version: str) -> str | None:
     return None
 
 
-def busybox_image() -> str:
+def busybox_image(registry: str = REGISTRY) -> str:
     """The kit's flannel CNI plugin image, which carries a static busybox: no image from outside the kit."""
     (tag,) = [ref for ref in registry_tags(KIT) if ref.startswith("flannel-io/flannel-cni-plugin:")]
-    return f"{REGISTRY}/{tag}"
+    return f"{registry}/{tag}"
 
 
 class RunningCluster(E2eStack):
@@ -92,6 +102,10 @@ class RunningCluster(E2eStack):
 
     served: dict
     """The `mirrors` and `registries` blocks the kit printed."""
+    gateway: str
+    """Where the kit serves: the network's gateway."""
+    registry: str
+    """The kit's registry, `gateway:port`."""
 
     def kubeconfig(self) -> str:
         return self.project.pulumi("stack", "output", "kubeconfig", "--show-secrets").stdout
@@ -148,22 +162,27 @@ class RunningCluster(E2eStack):
 
 
 @contextmanager
-def cluster_on_kit(ssh_keys, workdir: Path, report: Callable[[str], None], **kubernetes) -> Iterator[RunningCluster]:
-    """The e2e stack with `stages: kubernetes` and one worker (`kubernetes` keys on top of the emulation
-    settings), its network up and the kit serving on the gateway; no node yet. Destroyed on the way out,
-    whatever happened in between."""
+def cluster_on_kit(ssh_keys, workdir: Path, report: Callable[[str], None], stack: str = "dev", workers: int = 1,
+                   addons: dict | None = None, **kubernetes) -> Iterator[RunningCluster]:
+    """The e2e stack made from a committed stack (dev unless named) with `stages: kubernetes`, `workers`
+    workers, `addons` keys on top of its own and `kubernetes` keys on top of the emulation settings; its
+    network up and the kit serving on the gateway; no node yet. Destroyed on the way out, whatever
+    happened in between."""
     require_e2e_prerequisites()
     require(kit_missing(kubernetes.get("version", load_stack_config("dev")["kubernetes"]["version"])))
     with LibvirtNetns() as namespace:
-        config = e2e_config(ssh_keys)
-        config.update(stages="kubernetes", workers={**config["workers"], "count": 1},
-                      kubernetes={**config["kubernetes"], **EMULATION_SETTINGS, **kubernetes})
+        config = e2e_config(ssh_keys, stack)
+        config.update(stages="kubernetes", workers={**config["workers"], "count": workers},
+                      addons={**config.get("addons", {}), **(addons or {})},
+                      kubernetes={**config.get("kubernetes", {}), **EMULATION_SETTINGS, **kubernetes})
         project = e2e_project(namespace, workdir, config)
         running = RunningCluster(namespace, project, config, ssh_keys, report)
         try:
             # The kit serves on the gateway address, which exists once the network does.
             running.up(*(f"--target={urn}" for urn in NETWORK_URNS))
-            with kit_served(KIT, namespace.name, GATEWAY) as printed:
+            running.gateway = gateway_of(config)
+            running.registry = f"{running.gateway}:{REGISTRY_PORT}"
+            with kit_served(KIT, namespace.name, running.gateway) as printed:
                 running.served = {key.split(":", 1)[1]: value for key, value in printed.items()}
                 yield running
         finally:

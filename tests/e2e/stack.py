@@ -62,9 +62,9 @@ def e2e_project(namespace: LibvirtNetns, workdir: Path, config: dict) -> PulumiP
     return project
 
 
-def e2e_config(keys) -> dict:
-    """The dev stack, changed only where this machine requires it."""
-    config = load_stack_config("dev")
+def e2e_config(keys, stack: str = "dev") -> dict:
+    """A committed stack (the dev stack unless named), changed only where this machine requires it."""
+    config = load_stack_config(stack)
     private, public = keys
     config["image"] = {"source": str(IMAGE), "kernel": str(KERNEL), "initrd": str(INITRD), "cmdline": E2E_CMDLINE}
     config["ssh"] = {"user": "kube", "privateKeyPath": str(private), "publicKeyPath": str(public)}

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from components import procedure
+from components.config import Settings, parse
+from tests.conftest import with_keys
 from components.stage import ON_NODE_IF_REACHABLE
 from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
-from tests.program import PROJECT_DIR
+from tests.program import PROJECT_DIR, load_stack_config
 from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
 
 pytestmark = pytest.mark.engine
@@ -100,13 +102,14 @@ def test_a_version_change_is_planned_or_refused_in_preview_against_the_recorded_
     assert "kubeadm does not downgrade a cluster" in project.pulumi("preview", check=False).stdout
 
 
-def stage_command_types(workers: int) -> Counter:
-    """Command resources by type, as the procedure declares the stages."""
-    per_role = {"control plane": 1, "worker": workers, "cluster": 1}
+def stage_command_types(settings: Settings) -> Counter:
+    """Command resources by type, as the procedure declares the stages that the stack asks for."""
+    per_role = {"control plane": 1, "worker": len(settings.workers), "cluster": 1}
     return Counter(
         "command:local:Command" if stage.runs_on == ON_NODE_IF_REACHABLE else "command:remote:Command"
         for role, stages in procedure.ROLES.items()
         for stage in stages
+        if stage.wanted(settings)
         for _ in range(per_role[role])
     )
 
@@ -127,7 +130,7 @@ def test_dev_preview_plans_exactly_the_expected_resources(libvirtd, ssh_keys, tm
         "libvirt:index/volume:Volume": 9,  # base image, and a root disk and a seed per node
         "libvirt:index/domain:Domain": 4,
         "pulumi-python:dynamic:Resource": 3,  # bootstrap token, control-plane sizing guard, Kubernetes version
-        **stage_command_types(workers=3),
+        **stage_command_types(parse(with_keys(load_stack_config("dev"), ssh_keys), "dev", PROJECT_DIR)),
     }
     assert planned["pulumi:providers:libvirt"] == 1
 

@@ -3,11 +3,16 @@ kustomizations, their stage scripts against a stand-in kubectl, and their bad co
 
 from __future__ import annotations
 
+import json
+import typing
+
 import yaml
 import pytest
 
 from components import addons
+from components.addons import HEADLAMP_ROLES
 from components.config import parse
+from components.config_schema import HeadlampAccess
 from tests.conftest import with_keys
 from tests.program import FAKE_LOGIN_TOKEN, PROJECT_DIR, load_stack_config, run_program
 from tests.unit.test_config_validation import problems
@@ -93,7 +98,7 @@ def test_local_path_is_the_default_class_keeping_volumes_in_the_configured_direc
     assert kustomization["resources"] == ["local-path-storage.yaml"]
     storage_class, config_map = (yaml.safe_load(p["patch"]) for p in kustomization["patches"])
     assert storage_class["metadata"] == {"name": "local-path", "annotations": {addons.DEFAULT_CLASS: "true"}}
-    config = yaml.safe_load(config_map["data"]["config.json"])
+    config = json.loads(config_map["data"]["config.json"])  # the provisioner reads JSON
     assert config == {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["/srv/volumes"]}]}
     # The helper pod runs the provisioner's own pinned image, not an unpinned busybox.
     helper = yaml.safe_load(config_map["data"]["helperPod.yaml"])
@@ -123,6 +128,10 @@ def test_the_read_only_dashboard_reads_everything_but_secrets(single_config):
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/headlamp-k8s/headlamp:v0.35.0" and "-in-cluster" in container["args"]
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "headlamp"  # no rights of its own
+
+
+def test_every_access_level_the_config_takes_has_its_roles():
+    assert set(HEADLAMP_ROLES) == set(typing.get_args(HeadlampAccess))
 
 
 def test_cluster_admin_access_is_explicit_and_a_change_of_level_removes_the_other_bindings(single_config):

@@ -1,0 +1,193 @@
+"""The learning cluster end to end, in every CI run: the `single` stack (one schedulable control
+plane) on the mirror kit, through every stage to Ready with the metrics and storage addons, then
+`kubectl top`, a volume that outlives its pod, DNS, the dashboard's manifests and RBAC against the
+real API, idempotence and a clean destroy (setting: tests/e2e/cluster.py).
+
+Headlamp's image is not in a kit built here (its source is refused by the Go module proxy, so only
+`fill-from-upstream.sh` on a connected machine copies it): the stack's dashboard is turned off, and its
+manifests pass the API server's server-side dry run instead, while its login ServiceAccount, token and
+role bindings are applied for real and asked what they may do.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from components import addons
+from components.config import parse
+from tests.e2e.cluster import CONTROL_PLANE, busybox_image, cluster_on_kit, kubectl_binary
+from tests.e2e.stack import STACK, reporter
+from tests.mirror import SERVE
+
+pytestmark = pytest.mark.e2e
+
+# The stack's Headlamp switch is the single stack's own (on); the kit cannot serve its image.
+WITHOUT_DASHBOARD = {"headlamp": False}
+BUSYBOX = "/bin/busybox"
+# Under emulation metrics-server's first scrape, and the API server's view of it, take a while.
+METRICS_SECONDS = 600
+
+
+@pytest.fixture(scope="module")
+def single(ssh_keys, tmp_path_factory, request):
+    report = reporter(request, "single")
+    with cluster_on_kit(ssh_keys, tmp_path_factory.mktemp("single"), report, stack="single", workers=0,
+                        addons=WITHOUT_DASHBOARD) as running:
+        running.set_config({**running.config, **running.served})
+        start = time.monotonic()
+        running.first_up = running.up(check=False)
+        running.report_up("up (to the node Ready, with the addons)", running.first_up)
+        assert running.first_up.returncode == 0, running.first_up.diagnostics()[-8000:]
+        running.report(f"from the first pulumi up to Ready with addons: {time.monotonic() - start:.0f} s")
+        running.report_control_plane_start()
+        yield running
+
+
+def pod(name: str, image: str, command: list[str], volume_claim: str | None = None) -> dict:
+    spec: dict = {"terminationGracePeriodSeconds": 1, "restartPolicy": "Never",
+                  "containers": [{"name": name, "image": image, "command": command}]}
+    if volume_claim:
+        spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": volume_claim}}]
+        spec["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def run_to_completion(cluster, manifest: dict, seconds: int = 600) -> str:
+    """Apply a pod that runs once, wait for it to succeed, and return its log."""
+    name = manifest["metadata"]["name"]
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+    deadline = time.monotonic() + seconds
+    while (phase := cluster.json("get", "pod", name)["status"].get("phase")) not in ("Succeeded", "Failed"):
+        assert time.monotonic() < deadline, f"pod {name} still {phase} after {seconds} s"
+        time.sleep(5)
+    log = cluster.kubectl("logs", name)
+    assert phase == "Succeeded", (name, log, cluster.kubectl("describe", "pod", name))
+    return log
+
+
+def test_the_node_is_ready_and_schedulable_and_the_api_ready(single):
+    (node,) = single.nodes().values()
+    assert node["metadata"]["name"] == CONTROL_PLANE
+    assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
+    # minikube style: the control plane's taint is gone, so workloads run on it.
+    assert not [t for t in node["spec"].get("taints", []) if t["key"] == "node-role.kubernetes.io/control-plane"]
+    single.wait_for_readyz()
+
+
+def test_coredns_answers_a_pod(single):
+    log = run_to_completion(single, pod("single-dns", busybox_image(single.registry),
+                                        [BUSYBOX, "nslookup", "kubernetes.default.svc.cluster.local"]))
+    assert "10.96.0.1" in log, log
+
+
+def test_kubectl_top_gives_figures(single):
+    deadline = time.monotonic() + METRICS_SECONDS
+    while (top := single.kubectl_run("top", "nodes", "--no-headers")).returncode != 0 or CONTROL_PLANE not in top.stdout:
+        assert time.monotonic() < deadline, f"kubectl top nodes after {METRICS_SECONDS} s: {top.stdout}{top.stderr}"
+        time.sleep(15)
+    # NAME CPU(cores) CPU% MEMORY(bytes) MEMORY%
+    assert re.search(rf"^{CONTROL_PLANE}\s+\d+m\s+\d+%\s+\d+Mi\s+\d+%", top.stdout, re.M), top.stdout
+    single.report(f"kubectl top nodes: {top.stdout.strip()}")
+    pods = single.kubectl("top", "pods", "-A", "--no-headers")
+    assert re.search(r"^kube-system\s+kube-apiserver-\S+\s+\d+m\s+\d+Mi", pods, re.M), pods
+
+
+def test_a_claim_binds_on_the_default_class_and_its_data_outlives_the_pod(single):
+    classes = single.json("get", "storageclass")["items"]
+    defaults = [c["metadata"]["name"] for c in classes
+                if c["metadata"].get("annotations", {}).get(addons.DEFAULT_CLASS) == "true"]
+    assert defaults == [addons.LOCAL_PATH_CLASS], classes
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "single-data"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}}}
+    single.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(claim))
+    image = busybox_image(single.registry)
+    run_to_completion(single, pod("single-writer", image, [BUSYBOX, "sh", "-c", "echo kvm-kubeadm > /data/note"],
+                                  "single-data"))
+    bound = single.json("get", "pvc", "single-data")
+    assert bound["status"]["phase"] == "Bound" and bound["spec"]["storageClassName"] == addons.LOCAL_PATH_CLASS, bound
+    single.kubectl("delete", "pod", "single-writer", "--wait=true", timeout=300)
+    assert run_to_completion(single, pod("single-reader", image, [BUSYBOX, "cat", "/data/note"], "single-data")) == "kvm-kubeadm\n"
+    volume = single.json("get", "pv", bound["spec"]["volumeName"])["spec"]
+    path = (volume.get("hostPath") or volume.get("local"))["path"]
+    assert path.startswith(f"{single.settings.addons.local_path_dir}/"), volume
+
+
+def dashboard(single, access: str) -> list[dict]:
+    """The Headlamp addon's documents at `access`, as the stack would apply them, but its Namespace."""
+    settings = parse({**single.config, "addons": {**single.config["addons"], "headlamp": True, "headlampAccess": access}},
+                     STACK, single.project.directory)
+    return [d for d in addons.headlamp_documents(settings) if d["kind"] != "Namespace"]
+
+
+@pytest.fixture(scope="module")
+def dashboard_namespace(single):
+    """The dashboard's namespace, made for real (a dry run cannot place objects in a namespace it only
+    pretends to make), and everything of the dashboard removed afterwards."""
+    single.kubectl("create", "namespace", addons.HEADLAMP_NAMESPACE)
+    yield addons.HEADLAMP_NAMESPACE
+    single.kubectl("delete", "namespace", addons.HEADLAMP_NAMESPACE, "--wait=true", timeout=300)
+    single.kubectl("delete", "clusterrolebinding", "--ignore-not-found", *addons.headlamp_bindings("read-only"))
+    single.kubectl("delete", "clusterrole", "--ignore-not-found", addons.HEADLAMP_CLUSTER_READER)
+
+
+@pytest.mark.parametrize("access", ["read-only", "cluster-admin"])
+def test_the_dashboards_manifest_passes_the_api_servers_dry_run(single, dashboard_namespace, access):
+    output = single.kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(dashboard(single, access)))
+    assert "deployment.apps/headlamp created (server dry run)" in output, output
+    for binding in addons.headlamp_bindings(access):
+        assert f"clusterrolebinding.rbac.authorization.k8s.io/{binding} created (server dry run)" in output, output
+
+
+def test_the_read_only_login_reads_everything_but_secrets_and_changes_nothing(single, dashboard_namespace):
+    login = [d for d in dashboard(single, "read-only") if d["kind"] not in ("Deployment", "Service")]
+    single.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(login))
+    deadline = time.monotonic() + 300
+    while not (token := single.kubectl("-n", dashboard_namespace, "get", "secret", addons.HEADLAMP_TOKEN_SECRET,
+                                       "-o", "jsonpath={.data.token}")):
+        assert time.monotonic() < deadline, "the login's token Secret is still empty"
+        time.sleep(5)
+    # The admin kubeconfig's cluster with the login's token as the only credential (a client
+    # certificate next to it would authenticate first).
+    login_kubeconfig = yaml.safe_load(single.kubeconfig())
+    login_kubeconfig["users"] = [{"name": "headlamp-login", "user": {"token": base64.b64decode(token).decode()}}]
+    login_kubeconfig["contexts"][0]["context"]["user"] = "headlamp-login"
+    path = single.project.directory / "headlamp-login.kubeconfig"
+    path.write_text(yaml.safe_dump(login_kubeconfig))
+    path.chmod(0o600)
+
+    def as_login(*args: str) -> subprocess.CompletedProcess:
+        return single.namespace.run([str(kubectl_binary()), f"--kubeconfig={path}", *args], check=False, timeout=120)
+
+    whoami = as_login("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}")
+    assert whoami.stdout == f"system:serviceaccount:{dashboard_namespace}:{addons.HEADLAMP_LOGIN}", whoami
+
+    def may(verb: str, resource: str) -> bool:
+        return as_login("auth", "can-i", verb, resource, "--all-namespaces").stdout.strip() == "yes"
+
+    for verb, resource in [("list", "nodes"), ("list", "pods"), ("get", "deployments"), ("list", "persistentvolumes"),
+                           ("list", "storageclasses"), ("list", "nodes.metrics.k8s.io")]:
+        assert may(verb, resource), (verb, resource)
+    for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "deployments"), ("delete", "pods"),
+                           ("update", "clusterrolebindings")]:
+        assert not may(verb, resource), (verb, resource)
+
+
+def test_a_second_up_changes_nothing(single):
+    single.pulumi("preview", "--expect-no-changes")
+    up = single.up("--expect-no-changes")
+    single.report(f"an up with nothing changed: {up.seconds:.0f} s")
+
+
+def test_destroy_leaves_no_domain_volume_network_or_process(single):
+    start = time.monotonic()
+    single.pulumi("destroy", "--yes", "--skip-preview", timeout=1800)
+    single.report(f"pulumi destroy: {time.monotonic() - start:.0f} s")
+    assert single.namespace.snapshot() == single.before
+    subprocess.run([str(SERVE), "--stop"], capture_output=True, timeout=60, check=True)
+    assert single.stray_processes() == set()
