@@ -100,6 +100,9 @@ def _release_tag(project: str, example: str) -> Any:
 
 
 FlannelVersion = _release_tag("flannel", "v0.27.4")
+MetricsServerVersion = _release_tag("metrics-server", "v0.8.0")
+LocalPathVersion = _release_tag("local-path-provisioner", "v0.0.30")
+HeadlampVersion = _release_tag("Headlamp", "v0.35.0")
 ContainerdVersion = _format(r"^\d+\.\d+(\.\d+)?$", "must be MAJOR.MINOR or MAJOR.MINOR.PATCH, e.g. 2.2 or 2.2.9")
 Firewall = Literal["disable", "open-ports"]
 Scope = Literal["kubernetes", "os-prep"]
@@ -327,14 +330,14 @@ class Addons(_Section):
     """What a learning cluster ships besides the pod network, each installed after every node is Ready."""
 
     metrics_server: bool = Field(True, description="install metrics-server: `kubectl top` and autoscaling get figures")
-    metrics_server_version: _release_tag("metrics-server", "v0.8.0") = Field(
+    metrics_server_version: MetricsServerVersion = Field(
         "v0.8.0", description="metrics-server release whose manifest is applied",
     )
     local_path: bool = Field(
         True, description="install rancher's local-path-provisioner as the default StorageClass `local-path`: a "
         "PersistentVolumeClaim binds to a directory on the node its pod runs on",
     )
-    local_path_version: _release_tag("local-path-provisioner", "v0.0.30") = Field(
+    local_path_version: LocalPathVersion = Field(
         "v0.0.30", description="local-path-provisioner release whose manifest is applied",
     )
     local_path_dir: VolumeDir = Field(
@@ -346,7 +349,7 @@ class Addons(_Section):
         False, description="install the Headlamp dashboard; its login token is the secret stack output "
         "`headlampToken`, the command that opens it `headlampCommand`",
     )
-    headlamp_version: _release_tag("Headlamp", "v0.35.0") = Field(
+    headlamp_version: HeadlampVersion = Field(
         "v0.35.0", description="Headlamp release (image `ghcr.io/headlamp-k8s/headlamp:<version>`)",
     )
     headlamp_access: HeadlampAccess = Field(

@@ -8,8 +8,9 @@ requires) with `stages: kubernetes`, the kit's printed `mirrors` and `registries
 control plane plus one worker, and kubeadm's waits raised and its probes eased for software
 emulation.
 
-These modules take half an hour or more each here, too long to sit next to the rest of the suite
-within CI's 90 minutes with a margin, so they run only when KVMK_CLUSTER_E2E=1 is set (README: End
+The two-node modules (test_cluster, test_cluster_upgrade) take half an hour or more each here, too
+long to sit next to the rest of the suite within CI's 90 minutes with a margin, so they run only when
+KVMK_CLUSTER_E2E=1 is set; the one-node learning cluster (test_single) runs in every run (README: End
 to end).
 """
 
@@ -28,7 +29,7 @@ import pytest
 
 from tests.e2e.stack import STACK, E2eStack, Up, e2e_config, e2e_project, require_e2e_prerequisites
 from tests.harness.libvirt_netns import LibvirtNetns
-from tests.mirror import kit_served, registry_tags
+from tests.mirror import SERVE, kit_served, registry_tags
 from tests.program import PROJECT_DIR, load_stack_config
 from tests.pulumi_cli import require
 
@@ -154,6 +155,15 @@ class RunningCluster(E2eStack):
         for name, seconds in sorted(up.durations().items(), key=lambda item: -item[1]):
             if seconds >= 5:
                 self.report(f"    {name}: {seconds} s")
+
+    def destroy_leaves_nothing(self) -> None:
+        """`pulumi destroy`, then libvirt as before the stack, the kit stopped and no process left in the namespace."""
+        start = time.monotonic()
+        self.pulumi("destroy", "--yes", "--skip-preview", timeout=1800)
+        self.report(f"pulumi destroy: {time.monotonic() - start:.0f} s")
+        assert self.namespace.snapshot() == self.before
+        subprocess.run([str(SERVE), "--stop"], capture_output=True, timeout=60, check=True)
+        assert self.stray_processes() == set()
 
     def report_control_plane_start(self) -> None:
         health = self.ssh(str(self.settings.control_plane.ip),

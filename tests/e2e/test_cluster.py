@@ -8,8 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
-import time
 
 import pytest
 import yaml
@@ -18,7 +16,6 @@ from tests.e2e.cluster import (
     CONTROL_PLANE, FIRST_WORKER, GATEWAY, REGISTRY, SECOND_WORKER, busybox_image, cluster_on_kit, skip_unless_opted_in,
 )
 from tests.e2e.stack import STACK, reporter
-from tests.mirror import SERVE
 
 pytestmark = pytest.mark.e2e
 skip_unless_opted_in("tests/e2e/test_cluster.py", "it took 35 to 50 minutes")
@@ -206,9 +203,4 @@ def test_no_secret_in_the_state_or_any_output(cluster):
 
 
 def test_destroy_leaves_no_domain_volume_network_or_process(cluster):
-    up = time.monotonic()
-    cluster.pulumi("destroy", "--yes", "--skip-preview", timeout=1800)
-    cluster.report(f"pulumi destroy: {time.monotonic() - up:.0f} s")
-    assert cluster.namespace.snapshot() == cluster.before
-    subprocess.run([str(SERVE), "--stop"], capture_output=True, timeout=60, check=True)
-    assert cluster.stray_processes() == set()
+    cluster.destroy_leaves_nothing()

@@ -23,7 +23,6 @@ from components import addons
 from components.config import parse
 from tests.e2e.cluster import CONTROL_PLANE, busybox_image, cluster_on_kit, kubectl_binary
 from tests.e2e.stack import STACK, reporter
-from tests.mirror import SERVE
 
 pytestmark = pytest.mark.e2e
 
@@ -185,9 +184,4 @@ def test_a_second_up_changes_nothing(single):
 
 
 def test_destroy_leaves_no_domain_volume_network_or_process(single):
-    start = time.monotonic()
-    single.pulumi("destroy", "--yes", "--skip-preview", timeout=1800)
-    single.report(f"pulumi destroy: {time.monotonic() - start:.0f} s")
-    assert single.namespace.snapshot() == single.before
-    subprocess.run([str(SERVE), "--stop"], capture_output=True, timeout=60, check=True)
-    assert single.stray_processes() == set()
+    single.destroy_leaves_nothing()
