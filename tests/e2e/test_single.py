@@ -12,6 +12,7 @@ role bindings are applied for real and asked what they may do.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import time
@@ -19,16 +20,19 @@ import time
 import pytest
 import yaml
 
+from benchmarks import critical_path
 from components import addons
 from components.config import parse
 from tests.e2e.cluster import CONTROL_PLANE, busybox_image, cluster_on_kit, kubectl_binary
 from tests.e2e.stack import STACK, reporter
+from tests.program import PROJECT_DIR
 
 pytestmark = pytest.mark.e2e
 
 # The stack's Headlamp switch is the single stack's own (on); the kit cannot serve its image.
 WITHOUT_DASHBOARD = {"headlamp": False}
 BUSYBOX = "/bin/busybox"
+RUN_RECORD = PROJECT_DIR / ".cache" / "e2e"
 # Under emulation metrics-server's first scrape, and the API server's view of it, take a while.
 METRICS_SECONDS = 600
 
@@ -45,7 +49,18 @@ def single(ssh_keys, tmp_path_factory, request):
         assert running.first_up.returncode == 0, running.first_up.diagnostics()[-8000:]
         running.report(f"from the first pulumi up to Ready with addons: {time.monotonic() - start:.0f} s")
         running.report_control_plane_start()
+        keep_for_the_critical_path(running)
         yield running
+
+
+def keep_for_the_critical_path(running) -> None:
+    """The up's engine events and the state, where benchmarks/critical_path.py reads them, and its report."""
+    RUN_RECORD.mkdir(parents=True, exist_ok=True)
+    events, state = RUN_RECORD / "single-up.events.jsonl", RUN_RECORD / "single-up.state.json"
+    events.write_text("".join(json.dumps(event) + "\n" for event in running.first_up.events))
+    state.write_text(json.dumps(running.project.export_state()))
+    for line in critical_path.report(critical_path.steps_of(running.first_up.events), json.loads(state.read_text())):
+        running.report(line)
 
 
 def pod(name: str, image: str, command: list[str], volume_claim: str | None = None) -> dict:
