@@ -18,7 +18,7 @@ disable_swap() {
 
 configure_firewall() {
   if [[ "$FIREWALL" == disable ]]; then
-    if command -v ufw >/dev/null && ufw status | grep -q '^Status: active'; then
+    if command -v ufw >/dev/null && ufw status | grep '^Status: active' >/dev/null; then
       ufw disable
       log "ufw disabled"
     fi

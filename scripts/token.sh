@@ -10,7 +10,7 @@ main() {
   local token expires ttl
   read -r token
   read -r expires
-  if kubeadm token list 2>/dev/null | awk 'NR > 1 { print $1 }' | grep -qxF "$token"; then
+  if kubeadm token list 2>/dev/null | awk 'NR > 1 { print $1 }' | grep -xF "$token" >/dev/null; then
     log "bootstrap token already registered"
     return 0
   fi

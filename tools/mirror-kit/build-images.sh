@@ -184,7 +184,7 @@ step_etcd() {
     done
   )
   static_elf "${dir}/etcd"
-  "${dir}/etcd" --version | grep -qx "etcd Version: ${v#v}" || mk_die "etcd --version: $("${dir}/etcd" --version)"
+  "${dir}/etcd" --version | grep -x "etcd Version: ${v#v}" >/dev/null || mk_die "etcd --version: $("${dir}/etcd" --version)"
   stamp_write etcd "${key}"
 }
 
@@ -203,7 +203,7 @@ step_coredns() {
   kit_go_install "${dir}" "github.com/coredns/coredns@${MIRROR_COREDNS_VERSION}" \
     "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${MIRROR_COREDNS_VERSION}"
   static_elf "${dir}/coredns"
-  "${dir}/coredns" -version | grep -q "^CoreDNS-${MIRROR_COREDNS_VERSION#v}$" \
+  "${dir}/coredns" -version | grep "^CoreDNS-${MIRROR_COREDNS_VERSION#v}$" >/dev/null \
     || mk_die "coredns -version: $("${dir}/coredns" -version)"
   stamp_write coredns "${key}"
 }
@@ -228,7 +228,7 @@ step_pause() {
   strip "${dir}/pause.tmp"
   mv -f "${dir}/pause.tmp" "${dir}/pause"
   static_elf "${dir}/pause"
-  "${dir}/pause" -v | grep -q "v${MIRROR_PAUSE_VERSION}" || mk_die "pause -v: $("${dir}/pause" -v)"
+  "${dir}/pause" -v | grep "v${MIRROR_PAUSE_VERSION}" >/dev/null || mk_die "pause -v: $("${dir}/pause" -v)"
   stamp_write pause "${key}"
 }
 
@@ -270,7 +270,7 @@ step_flannel_cni() {
   kit_go_install "${dir}" "${mod}/plugins/meta/flannel@${MIRROR_FLANNEL_CNI_MODULE_VERSION}" \
     "-s -w -X ${mod}/pkg/utils/buildversion.BuildVersion=${MIRROR_FLANNEL_CNI_MODULE_VERSION}"
   static_elf "${dir}/flannel"
-  CNI_COMMAND=VERSION "${dir}/flannel" </dev/null | grep -q cniVersion || mk_die "flannel CNI_COMMAND=VERSION failed"
+  CNI_COMMAND=VERSION "${dir}/flannel" </dev/null | grep cniVersion >/dev/null || mk_die "flannel CNI_COMMAND=VERSION failed"
   stamp_write flannel-cni "${key}"
 }
 
