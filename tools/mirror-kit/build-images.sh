@@ -188,24 +188,36 @@ step_etcd() {
   stamp_write etcd "${key}"
 }
 
-coredns_key() { printf 'coredns=%s %s\n' "${MIRROR_COREDNS_VERSION}" "${GO_VERSION}"; }
+# binary_dir NAME VERSION / binary_key NAME VERSION: where go_binary puts
+# NAME at VERSION, what it is made of.
+binary_dir() { printf '%s/bin/%s-%s\n' "${WORK}" "$1" "$2"; }
+binary_key() { printf '%s=%s %s\n' "$1" "$2" "${GO_VERSION}"; }
 
-step_coredns() {
-  local dir="${WORK}/bin/coredns-${MIRROR_COREDNS_VERSION}" key
-  key="$(coredns_key)"
-  if stamp_ok coredns "${key}" "${dir}/coredns"; then
-    mk_log "coredns ${MIRROR_COREDNS_VERSION}: up to date"
+# go_binary NAME VERSION PKG@VERSION LDFLAGS FLAG WANT: binary_dir's NAME, built
+# as released (kit_go_install: CGO_ENABLED=0, the module's own go.mod) unless
+# stamped; it must be static and print the line WANT for `NAME FLAG`.
+go_binary() {
+  local name="$1" version="$2" target="$3" ldflags="$4" flag="$5" want="$6" dir key
+  dir="$(binary_dir "${name}" "${version}")"
+  key="$(binary_key "${name}" "${version}")"
+  if stamp_ok "${name}" "${key}" "${dir}/${name}"; then
+    mk_log "${name} ${version}: up to date"
     return 0
   fi
-  mk_log "building coredns ${MIRROR_COREDNS_VERSION}"
+  mk_log "building ${name} ${version} (${target})"
   rm -rf "${dir}"
-  # As its Makefile: CGO_ENABLED=0, the module's own go.mod.
-  kit_go_install "${dir}" "github.com/coredns/coredns@${MIRROR_COREDNS_VERSION}" \
-    "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${MIRROR_COREDNS_VERSION}"
-  static_elf "${dir}/coredns"
-  "${dir}/coredns" -version | grep "^CoreDNS-${MIRROR_COREDNS_VERSION#v}$" >/dev/null \
-    || mk_die "coredns -version: $("${dir}/coredns" -version)"
-  stamp_write coredns "${key}"
+  kit_go_install "${dir}" "${target}" "${ldflags}"
+  static_elf "${dir}/${name}"
+  "${dir}/${name}" "${flag}" 2>&1 | grep -xF "${want}" >/dev/null \
+    || mk_die "${name} ${flag}: $("${dir}/${name}" "${flag}" 2>&1)"
+  stamp_write "${name}" "${key}"
+}
+
+# As its Makefile; a module zip carries no commit, so only the version is set.
+step_coredns() {
+  go_binary coredns "${MIRROR_COREDNS_VERSION}" "github.com/coredns/coredns@${MIRROR_COREDNS_VERSION}" \
+    "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${MIRROR_COREDNS_VERSION}" \
+    -version "CoreDNS-${MIRROR_COREDNS_VERSION#v}"
 }
 
 pause_key() { printf 'pause=%s kubernetes=%s gcc=%s\n' "${MIRROR_PAUSE_VERSION}" "${MIRROR_KUBE_VERSION}" "$(gcc -dumpfullversion)"; }
@@ -480,7 +492,7 @@ stage_cp() {
 
 stage_coredns() {
   local stage="$1" f
-  install -D -m 0755 "${WORK}/bin/coredns-${MIRROR_COREDNS_VERSION}/coredns" "${stage}/coredns"
+  install -D -m 0755 "$(binary_dir coredns "${MIRROR_COREDNS_VERSION}")/coredns" "${stage}/coredns"
   # As coredns' Dockerfile: it runs as 65532 and binds port 53.
   setcap cap_net_bind_service=+ep "${stage}/coredns"
   # The CA bundle update-ca-certificates makes from the package's default set.
@@ -518,7 +530,10 @@ layer_key() {
   case "$1" in
     kube-*@*) printf 'src=%s %s\n' "${src}" "$(kube_key "${1#*@}")" ;;
     etcd) printf 'src=%s %s\n' "${src}" "$(etcd_key)" ;;
-    coredns) printf 'src=%s %s %s\n' "${src}" "$(coredns_key)" "$(grep "^${CERTS_PACKAGE}=" "${MK_STAMPS}/images-debs")" ;;
+    coredns)
+      printf 'src=%s %s %s\n' "${src}" "$(binary_key coredns "${MIRROR_COREDNS_VERSION}")" \
+        "$(grep "^${CERTS_PACKAGE}=" "${MK_STAMPS}/images-debs")"
+      ;;
     pause) printf 'src=%s %s\n' "${src}" "$(pause_key)" ;;
     flanneld) printf 'src=%s %s\n' "${src}" "$(flannel_key)" ;;
     flannel-cni) printf 'src=%s %s\n' "${src}" "$(flannel_cni_key)" ;;
