@@ -4,21 +4,27 @@
 #
 #   registry.k8s.io paths  kube-apiserver, kube-controller-manager, kube-scheduler,
 #                          kube-proxy (MIRROR_KUBE_VERSION and, for upgrade tests, each
-#                          MIRROR_KUBE_UPGRADE_FROM), etcd, coredns/coredns, pause
+#                          MIRROR_KUBE_UPGRADE_FROM), etcd, coredns/coredns, pause,
+#                          metrics-server/metrics-server
 #   ghcr.io paths          flannel-io/flannel, flannel-io/flannel-cni-plugin
+#   docker.io paths        rancher/local-path-provisioner
 #
-# and copy the pinned kube-flannel.yml to www/flannel/<version>/. Output, in
-# the mirror directory (default .cache/mirror, git-ignored):
+# and copy the pinned manifests to www/ (kube-flannel.yml; metrics-server's
+# release components.yaml, made with the kubectl build-debs.sh builds;
+# local-path-storage.yaml). Output, in the mirror directory (default
+# .cache/mirror, git-ignored):
 #
 #   registry/        the registry's storage (serve it with tools/mirror-kit/serve.sh)
-#   www/flannel/     kube-flannel.yml of MIRROR_FLANNEL_VERSION
+#   www/flannel/, www/metrics-server/, www/local-path-provisioner/
+#                    the manifests, one directory per pinned version
 #   pki/             the kit CA (ca.crt, ca.key), made once; server certificates
 #   bin/             kit tools: registry, crane, ctr
 #   build/images/    binaries, Debian packages and layer tarballs (intermediate)
 #   stamps/, logs/   stamps keyed by versions (one per kube version); times.log, images.tsv
 #
 # Every binary is built from its Go module (C for pause); the userspace tools
-# the kube-proxy and flannel images need (iptables, nft, conntrack, cp) come
+# the kube-proxy, flannel and local-path-provisioner images need (iptables,
+# nft, conntrack; busybox's cp, and sh for the provisioner's helper pod) come
 # from Debian packages (apt-get download + dpkg-deb -x). Images are assembled
 # with crane, without Docker, and pushed to a registry started on
 # 127.0.0.1:<free port> for the duration of the push.
@@ -70,7 +76,7 @@ GO_VERSION=""
 IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Debian packages of the layers that carry userspace tools.
 NETFILTER_PACKAGES=(iptables nftables conntrack)
-CP_PACKAGE=busybox-static
+BUSYBOX_PACKAGE=busybox-static
 CERTS_PACKAGE=ca-certificates
 # Set by step_flannel_manifest from the pinned kube-flannel.yml.
 FLANNEL_CNI_TAG=""
@@ -78,7 +84,7 @@ FLANNEL_CNI_TAG=""
 # The images, by name; a kube command's image is COMMAND@VERSION, one per kit
 # version (set in main, after mk_kube_versions).
 IMAGES=()
-SHARED_IMAGES=(etcd coredns pause flannel flannel-cni-plugin)
+SHARED_IMAGES=(etcd coredns pause flannel flannel-cni-plugin metrics-server local-path-provisioner)
 
 # ---------------------------------------------------------------------------
 # helpers
@@ -213,11 +219,26 @@ go_binary() {
   stamp_write "${name}" "${key}"
 }
 
-# As its Makefile; a module zip carries no commit, so only the version is set.
+# The ldflags of each as its own build sets them (Makefile, scripts/build); a
+# module zip carries no commit, so only the version is set.
 step_coredns() {
   go_binary coredns "${MIRROR_COREDNS_VERSION}" "github.com/coredns/coredns@${MIRROR_COREDNS_VERSION}" \
     "-s -w -X github.com/coredns/coredns/coremain.GitCommit=${MIRROR_COREDNS_VERSION}" \
     -version "CoreDNS-${MIRROR_COREDNS_VERSION#v}"
+}
+
+step_metrics_server() {
+  go_binary metrics-server "${MIRROR_METRICS_SERVER_VERSION}" \
+    "sigs.k8s.io/metrics-server/cmd/metrics-server@${MIRROR_METRICS_SERVER_VERSION}" \
+    "-w -X k8s.io/client-go/pkg/version.gitVersion=${MIRROR_METRICS_SERVER_VERSION}" \
+    --version "${MIRROR_METRICS_SERVER_VERSION}"
+}
+
+step_local_path_provisioner() {
+  go_binary local-path-provisioner "${MIRROR_LOCAL_PATH_VERSION}" \
+    "github.com/rancher/local-path-provisioner@${MIRROR_LOCAL_PATH_VERSION}" \
+    "-s -w -X main.VERSION=${MIRROR_LOCAL_PATH_VERSION}" \
+    --version "local-path-provisioner version ${MIRROR_LOCAL_PATH_VERSION}"
 }
 
 pause_key() { printf 'pause=%s kubernetes=%s gcc=%s\n' "${MIRROR_PAUSE_VERSION}" "${MIRROR_KUBE_VERSION}" "$(gcc -dumpfullversion)"; }
@@ -319,7 +340,7 @@ debs_key() {
   local p v
   local -a pkgs=()
   # The CA bundle's package only for its data files: not its dependencies.
-  mapfile -t pkgs < <(deb_closure "${NETFILTER_PACKAGES[@]}" "${CP_PACKAGE}"; printf '%s\n' "${CERTS_PACKAGE}")
+  mapfile -t pkgs < <(deb_closure "${NETFILTER_PACKAGES[@]}" "${BUSYBOX_PACKAGE}"; printf '%s\n' "${CERTS_PACKAGE}")
   # One apt-cache call: "pkg:" lines, each followed by its "Candidate:".
   apt-cache policy "${pkgs[@]}" | awk '
     /^[^ ].*:$/ { p = substr($0, 1, length($0) - 1) }
@@ -355,31 +376,35 @@ step_debs() {
 }
 
 # ---------------------------------------------------------------------------
-# step: the pinned flannel manifest
+# steps: the pinned manifests (images/serving.sh kit_manifest: where, which images)
 # ---------------------------------------------------------------------------
-flannel_manifest_src() {
-  printf '%s/Documentation/kube-flannel.yml\n' "$(module_info "github.com/flannel-io/flannel@${MIRROR_FLANNEL_VERSION}" Dir)"
+# module_dir MODULE@VERSION: the module's directory in Go's module cache.
+module_dir() {
+  local dir
+  dir="$(module_info "$1" Dir)"
+  [[ -d "${dir}" ]] || mk_die "no module directory for $1"
+  printf '%s\n' "${dir}"
 }
 
 step_flannel_manifest() {
-  local src dst="${MK_OUT}/www/flannel/${MIRROR_FLANNEL_VERSION}/kube-flannel.yml" images
-  src="$(flannel_manifest_src)"
-  [[ -f "${src}" ]] || mk_die "no ${src}"
-  images="$(sed -n 's/^[[:space:]]*image:[[:space:]]*\([^[:space:]]*\).*/\1/p' "${src}" | sort -u)"
-  grep -qx "ghcr.io/flannel-io/flannel:${MIRROR_FLANNEL_VERSION}" <<<"${images}" \
-    || mk_die "kube-flannel.yml of ${MIRROR_FLANNEL_VERSION} names ${images//$'\n'/ }, not flannel:${MIRROR_FLANNEL_VERSION}"
-  FLANNEL_CNI_TAG="$(sed -n 's|^ghcr.io/flannel-io/flannel-cni-plugin:||p' <<<"${images}")"
-  [[ -n "${FLANNEL_CNI_TAG}" ]] || mk_die "kube-flannel.yml names no flannel-cni-plugin image"
-  if [[ "$(wc -l <<<"${images}")" != 2 ]]; then
-    mk_die "kube-flannel.yml names images the kit does not build: ${images//$'\n'/ }"
-  fi
-  if cmp -s "${src}" "${dst}"; then
-    mk_log "kube-flannel.yml ${MIRROR_FLANNEL_VERSION}: up to date"
-    return 0
-  fi
-  mkdir -p "$(dirname "${dst}")"
-  install -m 0644 "${src}" "${dst}"
-  mk_log "copied kube-flannel.yml ${MIRROR_FLANNEL_VERSION} to ${dst}"
+  local module="github.com/flannel-io/flannel@${MIRROR_FLANNEL_VERSION}" dir
+  dir="$(module_dir "${module}")"
+  kit_pin_manifest flannel "${dir}/Documentation/kube-flannel.yml" "${module}"
+  FLANNEL_CNI_TAG="$(kit_manifest_images "${MANIFEST_FILE}" | sed -n 's|^ghcr.io/flannel-io/flannel-cni-plugin:||p')"
+}
+
+step_addon_manifests() {
+  local kubectl="${MK_BUILD}/kubernetes-${MIRROR_KUBE_VERSION}/bin/kubectl" dir module
+  [[ -x "${kubectl}" ]] || mk_die "no ${kubectl}: run tools/mirror-kit/build-debs.sh first (its kubectl renders metrics-server's manifest)"
+  module="sigs.k8s.io/metrics-server@${MIRROR_METRICS_SERVER_VERSION}"
+  dir="$(module_dir "${module}")"
+  # What its Makefile's release-manifests publishes as components.yaml; offline
+  # (unshare -rn: nothing to reach).
+  unshare -rn "${kubectl}" kustomize "${dir}/manifests/overlays/release" >"${WORK}/components.yaml"
+  kit_pin_manifest metrics-server "${WORK}/components.yaml" "kubectl kustomize manifests/overlays/release of ${module}"
+  module="github.com/rancher/local-path-provisioner@${MIRROR_LOCAL_PATH_VERSION}"
+  dir="$(module_dir "${module}")"
+  kit_pin_manifest local-path "${dir}/deploy/local-path-storage.yaml" "${module}"
 }
 
 # ---------------------------------------------------------------------------
@@ -483,11 +508,14 @@ stage_netfilter() {
   fi
 }
 
-stage_cp() {
-  local stage="$1"
+# stage_busybox STAGE APPLET...: Debian's static busybox as /bin/busybox, and
+# /bin/APPLET for each applet.
+stage_busybox() {
+  local stage="$1" applet
+  shift
   copy_from_root "${DEBROOT}" "${stage}" bin/busybox
   static_elf "${stage}/bin/busybox"
-  ln -s busybox "${stage}/bin/cp"
+  for applet in "$@"; do ln -s busybox "${stage}/bin/${applet}"; done
 }
 
 stage_coredns() {
@@ -517,8 +545,18 @@ stage_layer() {
     pause) install -D -m 0755 "${WORK}/bin/pause-${MIRROR_PAUSE_VERSION}/pause" "${stage}/pause" ;;
     flanneld) install -D -m 0755 "${WORK}/bin/flannel-${MIRROR_FLANNEL_VERSION}/flanneld" "${stage}/opt/bin/flanneld" ;;
     flannel-cni) install -D -m 0755 "${WORK}/bin/cni-flannel-${MIRROR_FLANNEL_CNI_MODULE_VERSION}/flannel" "${stage}/flannel" ;;
+    metrics-server)
+      install -D -m 0755 "$(binary_dir metrics-server "${MIRROR_METRICS_SERVER_VERSION}")/metrics-server" "${stage}/metrics-server"
+      ;;
+    local-path-provisioner)
+      install -D -m 0755 "$(binary_dir local-path-provisioner "${MIRROR_LOCAL_PATH_VERSION}")/local-path-provisioner" \
+        "${stage}/usr/bin/local-path-provisioner"
+      ;;
     netfilter) stage_netfilter "${stage}" ;;
-    cp) stage_cp "${stage}" ;;
+    cp) stage_busybox "${stage}" cp ;;
+    # The provisioner's helper pod runs /bin/sh /script/setup (or teardown),
+    # scripts that make or remove a volume's directory.
+    shell) stage_busybox "${stage}" sh mkdir rm chmod ;;
     *) mk_die "unknown layer ${name}" ;;
   esac
 }
@@ -537,7 +575,10 @@ layer_key() {
     pause) printf 'src=%s %s\n' "${src}" "$(pause_key)" ;;
     flanneld) printf 'src=%s %s\n' "${src}" "$(flannel_key)" ;;
     flannel-cni) printf 'src=%s %s\n' "${src}" "$(flannel_cni_key)" ;;
-    netfilter | cp) printf 'src=%s debs=%s %s\n' "${src}" "$(mk_hash "${MK_STAMPS}/images-debs")" "$(wrapper_key)" ;;
+    metrics-server) printf 'src=%s %s\n' "${src}" "$(binary_key metrics-server "${MIRROR_METRICS_SERVER_VERSION}")" ;;
+    local-path-provisioner) printf 'src=%s %s\n' "${src}" "$(binary_key local-path-provisioner "${MIRROR_LOCAL_PATH_VERSION}")" ;;
+    netfilter) printf 'src=%s debs=%s %s\n' "${src}" "$(mk_hash "${MK_STAMPS}/images-debs")" "$(wrapper_key)" ;;
+    cp | shell) printf 'src=%s debs=%s\n' "${src}" "$(mk_hash "${MK_STAMPS}/images-debs")" ;;
   esac
 }
 
@@ -616,6 +657,24 @@ image_spec() {
       IMG_SOURCE="github.com/containernetworking/plugins@${MIRROR_FLANNEL_CNI_MODULE_VERSION}"
       IMG_LAYERS=(cp flannel-cni)
       ;;
+    metrics-server)
+      IMG_REF="metrics-server/metrics-server:${MIRROR_METRICS_SERVER_VERSION}"
+      IMG_SOURCE="sigs.k8s.io/metrics-server@${MIRROR_METRICS_SERVER_VERSION}"
+      IMG_LAYERS=(metrics-server)
+      # The program names <imageRepository>/metrics-server:<tag> for any
+      # repository but registry.k8s.io, as kubeadm does for coredns.
+      IMG_ALIASES=("metrics-server:${MIRROR_METRICS_SERVER_VERSION}")
+      # As its Dockerfile (distroless static).
+      IMG_CONFIG+=(--entrypoint /metrics-server --user 65534)
+      ;;
+    local-path-provisioner)
+      IMG_REF="rancher/local-path-provisioner:${MIRROR_LOCAL_PATH_VERSION}"
+      IMG_SOURCE="github.com/rancher/local-path-provisioner@${MIRROR_LOCAL_PATH_VERSION}"
+      # The program runs the helper pod in this image too (not an unpinned busybox).
+      IMG_LAYERS=(shell local-path-provisioner)
+      # As its Dockerfile (alpine): no entrypoint, the command found on PATH.
+      IMG_CONFIG+=(--cmd local-path-provisioner)
+      ;;
     *) mk_die "unknown image $1" ;;
   esac
   IMG_CONFIG+=(--label "org.opencontainers.image.source=${IMG_SOURCE}"
@@ -633,7 +692,7 @@ image_key() {
 registry_has() {
   local ref
   for ref in "$@"; do
-    [[ -f "${MK_OUT}/registry/docker/registry/v2/repositories/${ref%:*}/_manifests/tags/${ref##*:}/current/link" ]] || return 1
+    [[ -f "$(kit_tag_link "${ref}")" ]] || return 1
   done
 }
 
@@ -698,8 +757,8 @@ step_images() {
 
 # ---------------------------------------------------------------------------
 # In order; each is a function step_<name with _ for ->.
-STEPS=(tools pki flannel-manifest check-kubeadm-list kube etcd coredns pause flanneld flannel-cni
-  iptables-wrapper debs images)
+STEPS=(tools pki flannel-manifest addon-manifests check-kubeadm-list kube etcd coredns pause flanneld flannel-cni
+  metrics-server local-path-provisioner iptables-wrapper debs images)
 step_pki() { kit_ensure_ca; }
 
 main() {

@@ -10,6 +10,11 @@
 #                               each built from its pinned Go module unless stamped
 #   kit_kube_image_refs VERSION the images tools/versions.env pins for kube VERSION,
 #                               as `kubeadm config images list` names them
+#   kit_manifest NAME           where the kit serves manifest NAME (flannel, metrics-server,
+#                               local-path) and which images it must name
+#   kit_manifest_images FILE    the images FILE names, checked against that list
+#   kit_pin_manifest NAME SRC FROM
+#                               SRC (from FROM) becomes the kit's copy of manifest NAME
 #   kit_ensure_ca               the kit CA, made once: ${MK_OUT}/pki/ca.{crt,key}
 #   kit_server_cert ADDRESS     a server certificate for ADDRESS (IP or DNS SAN)
 #                               signed by that CA; prints the .crt path
@@ -22,6 +27,7 @@
 #   kit_registry_start ADDR PORT NAME
 #                               the registry (distribution) over TLS on ADDR:PORT,
 #                               storage ${MK_OUT}/registry
+#   kit_tag_link PATH:TAG       the storage's file that holds the tag's manifest digest
 #   kit_free_port               a free TCP port on 127.0.0.1
 
 # ---------------------------------------------------------------------------
@@ -101,6 +107,74 @@ kit_kube_image_refs() {
   printf 'registry.k8s.io/coredns/coredns:%s\n' "${MIRROR_COREDNS_VERSION}"
   printf 'registry.k8s.io/pause:%s\n' "${MIRROR_PAUSE_VERSION}"
   printf 'registry.k8s.io/etcd:%s\n' "${MIRROR_ETCD_IMAGE_TAG}"
+}
+
+# ---------------------------------------------------------------------------
+# the manifests the kit serves, pinned to their release (www/<project>/<version>/)
+# ---------------------------------------------------------------------------
+# kit_manifest NAME: sets MANIFEST_VERSION (its pinned release), MANIFEST_PATH
+# (under www/, {version} standing for the release: serve.sh prints it for the
+# program's mirrors.*Manifest), MANIFEST_FILE (the pinned copy) and
+# MANIFEST_IMAGES (glob patterns: the images it names, one each, and no others).
+kit_manifest() {
+  case "$1" in
+    flannel)
+      MANIFEST_VERSION="${MIRROR_FLANNEL_VERSION}"
+      MANIFEST_PATH='flannel/{version}/kube-flannel.yml'
+      MANIFEST_IMAGES=("ghcr.io/flannel-io/flannel:${MANIFEST_VERSION}" 'ghcr.io/flannel-io/flannel-cni-plugin:*')
+      ;;
+    metrics-server)
+      MANIFEST_VERSION="${MIRROR_METRICS_SERVER_VERSION}"
+      MANIFEST_PATH='metrics-server/{version}/components.yaml'
+      MANIFEST_IMAGES=("registry.k8s.io/metrics-server/metrics-server:${MANIFEST_VERSION}")
+      ;;
+    local-path)
+      MANIFEST_VERSION="${MIRROR_LOCAL_PATH_VERSION}"
+      MANIFEST_PATH='local-path-provisioner/{version}/local-path-storage.yaml'
+      # busybox: the helper pod's, which the program replaces by the provisioner's image.
+      MANIFEST_IMAGES=("rancher/local-path-provisioner:${MANIFEST_VERSION}" busybox)
+      ;;
+    *) mk_die "unknown manifest $1 (flannel, metrics-server, local-path)" ;;
+  esac
+  local placeholder='{version}'
+  MANIFEST_FILE="${MK_OUT}/www/${MANIFEST_PATH//"${placeholder}"/${MANIFEST_VERSION}}"
+}
+
+# kit_manifest_images FILE: the images FILE names (every `image:` line, those
+# of a Pod template inside a ConfigMap too), one a line; dies unless each
+# pattern of the last kit_manifest's MANIFEST_IMAGES matches exactly one of them
+# and each of them one pattern.
+kit_manifest_images() {
+  local images image pattern
+  local -A matched=()
+  images="$(sed -n 's/^[[:space:]]*image:[[:space:]]*\([^[:space:]]*\).*/\1/p' "$1" | LC_ALL=C sort -u)"
+  while read -r image; do
+    for pattern in "${MANIFEST_IMAGES[@]}"; do
+      # shellcheck disable=SC2053 # the pattern is a glob
+      if [[ -n "${image}" && "${image}" == ${pattern} ]]; then
+        matched[${pattern}]+=x
+        continue 2
+      fi
+    done
+    mk_die "$1 names ${images//$'\n'/ }, not ${MANIFEST_IMAGES[*]}"
+  done <<<"${images}"
+  for pattern in "${MANIFEST_IMAGES[@]}"; do
+    [[ "${matched[${pattern}]:-}" == x ]] || mk_die "$1 names ${images//$'\n'/ }, not ${MANIFEST_IMAGES[*]}"
+  done
+  printf '%s\n' "${images}"
+}
+
+# kit_pin_manifest NAME SRC FROM: the kit's copy of manifest NAME becomes SRC
+# (which must name its images); FROM says where SRC came from.
+kit_pin_manifest() {
+  kit_manifest "$1"
+  kit_manifest_images "$2" >/dev/null
+  if cmp -s "$2" "${MANIFEST_FILE}"; then
+    mk_log "${MANIFEST_FILE#"${MK_OUT}/"}: up to date"
+    return 0
+  fi
+  install -D -m 0644 "$2" "${MANIFEST_FILE}"
+  mk_log "${MANIFEST_FILE#"${MK_OUT}/"}: copied from ${3}"
 }
 
 # ---------------------------------------------------------------------------
@@ -250,6 +324,12 @@ http:
   headers:
     X-Content-Type-Options: [nosniff]
 EOF
+}
+
+# kit_tag_link PATH:TAG: the file of the registry storage that holds the digest
+# of the manifest PATH:TAG names (missing while the tag is not there).
+kit_tag_link() {
+  printf '%s/registry/docker/registry/v2/repositories/%s/_manifests/tags/%s/current/link\n' "${MK_OUT}" "${1%:*}" "${1##*:}"
 }
 
 # kit_registry_start ADDR PORT NAME: serve the registry on ADDR:PORT (TLS);
