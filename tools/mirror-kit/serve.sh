@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Serve the offline mirror built by tools/mirror-kit/build-*.sh on ADDRESS:
 #
-#   http://ADDRESS:HTTP_PORT/       <out>/www (apt repositories, kube-flannel.yml),
-#                                   python3 -m http.server
+#   http://ADDRESS:HTTP_PORT/       <out>/www (apt repositories; the manifests of flannel,
+#                                   metrics-server, local-path-provisioner), python3 -m http.server
 #   https://ADDRESS:REGISTRY_PORT/  the image registry (<out>/registry), TLS with a
 #                                   certificate for ADDRESS signed by the kit CA
 #                                   (<out>/pki/ca.crt; made here if missing)
@@ -95,22 +95,38 @@ mk_log "http: http://${HOST}:${HTTP_PORT}/ (PID $(cat "${MK_OUT}/run/http.pid"),
 
 HTTP="http://${HOST}:${HTTP_PORT}"
 REG="${HOST}:${REGISTRY_PORT}"
+# manifest_url NAME: where the mirror serves manifest NAME, {version} left for the program.
+manifest_url() { kit_manifest "$1" && printf '%s/%s\n' "${HTTP}" "${MANIFEST_PATH}"; }
+# Only fill-from-upstream.sh copies Headlamp's image (its Go backend is no module the proxy serves).
+if [[ -f "$(kit_tag_link "headlamp-k8s/headlamp:${MIRROR_HEADLAMP_VERSION}")" ]]; then
+  HEADLAMP="Headlamp ${MIRROR_HEADLAMP_VERSION}'s image too (filled from upstream)"
+else
+  HEADLAMP="no Headlamp image (fill-from-upstream.sh copies it): keep addons.headlamp false"
+fi
 cat <<EOF
 # Stack config for this mirror (e.g. in Pulumi.<stack>.yaml, under config:).
-# The mirror holds Kubernetes ${MIRROR_KUBE_VERSION} and flannel ${MIRROR_FLANNEL_VERSION}, the program's
-# defaults, and, to upgrade from, Kubernetes ${MIRROR_KUBE_UPGRADE_FROM:-none}: a stack's
-# kubernetes.version must be one of these, its flannel.version the default.
+# The mirror holds Kubernetes ${MIRROR_KUBE_VERSION}, flannel ${MIRROR_FLANNEL_VERSION}, metrics-server
+# ${MIRROR_METRICS_SERVER_VERSION} and local-path-provisioner ${MIRROR_LOCAL_PATH_VERSION}, the program's defaults, and,
+# to upgrade from, Kubernetes ${MIRROR_KUBE_UPGRADE_FROM:-none}: a stack's kubernetes.version must be one
+# of these, its flannel.version and addons versions the defaults; ${HEADLAMP}.
   kvm-kubeadm:mirrors:
     kubePackages: ${HTTP}/kubernetes
     imageRepository: ${REG}
-    flannelManifest: ${HTTP}/flannel/{version}/kube-flannel.yml
+    flannelManifest: $(manifest_url flannel)
     flannelRegistry: ${REG}/flannel-io
+    metricsServerManifest: $(manifest_url metrics-server)
+    localPathManifest: $(manifest_url local-path)
     osApt: ${HTTP}
     containerdPackages: ${HTTP}/docker
-  # The nodes trust the kit CA for this registry (certs.d/<host>/hosts.toml).
+  # The nodes trust the kit CA for this registry (certs.d/<host>/hosts.toml),
+  # and pull docker.io's and ghcr.io's images from it by their own names.
   kvm-kubeadm:registries:
     "${REG}":
       caFile: ${MK_OUT}/pki/ca.crt
+    docker.io:
+      mirrors: ["https://${REG}"]
+    ghcr.io:
+      mirrors: ["https://${REG}"]
 # The registry's CA (nodes trust it through /etc/containerd/certs.d/${REG}/hosts.toml):
 #   ${MK_OUT}/pki/ca.crt
 # Stop: $0 --stop$(if [[ "${MK_OUT}" != "${MK_ROOT}/.cache/mirror" ]]; then printf ' --out %s' "${MK_OUT}"; fi)
