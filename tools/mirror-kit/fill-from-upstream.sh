@@ -11,12 +11,21 @@
 #   www/docker/linux/debian/            containerd.io MIRROR_CONTAINERD_VERSION from
 #                                       DOCKER_UPSTREAM/linux/debian bookworm stable
 #   registry/                           every image `kubeadm config images list` names for each of
-#                                       those versions, from
-#                                       IMAGES_UPSTREAM, and the two kube-flannel.yml names, from
-#                                       FLANNEL_IMAGES_UPSTREAM; linux/amd64, at the kit's paths
-#                                       (registry.k8s.io/<path> and ghcr.io/<path> -> <path>;
-#                                       coredns/coredns:<tag> also as coredns:<tag>)
+#                                       those versions, and metrics-server's, from IMAGES_UPSTREAM;
+#                                       the two kube-flannel.yml names, from FLANNEL_IMAGES_UPSTREAM;
+#                                       local-path-provisioner's, from LOCAL_PATH_IMAGES_UPSTREAM;
+#                                       and Headlamp's, from HEADLAMP_IMAGES_UPSTREAM: only a filled
+#                                       kit has it (build-images.sh cannot build it, the module proxy
+#                                       refuses its Go backend). linux/amd64, at the kit's paths
+#                                       (registry.k8s.io/, ghcr.io/, docker.io/<path> -> <path>;
+#                                       coredns/coredns:<tag> also as coredns:<tag>, and
+#                                       metrics-server/metrics-server:<tag> as metrics-server:<tag>)
 #   www/flannel/<version>/              kube-flannel.yml of MIRROR_FLANNEL_VERSION (FLANNEL_UPSTREAM)
+#   www/metrics-server/<version>/       components.yaml of MIRROR_METRICS_SERVER_VERSION
+#                                       (METRICS_SERVER_UPSTREAM)
+#   www/local-path-provisioner/<version>/
+#                                       local-path-storage.yaml of MIRROR_LOCAL_PATH_VERSION
+#                                       (LOCAL_PATH_UPSTREAM)
 #   www/debian/, www/debian-security/   build-os-mirror.sh, which fills them from Debian's archive
 #
 # Packages: a private apt state per repository (<out>/build/upstream/{kube,docker}/:
@@ -37,9 +46,19 @@
 #   --docker-upstream URL         DOCKER_UPSTREAM (default https://download.docker.com)
 #   --images-upstream REG         IMAGES_UPSTREAM (default registry.k8s.io)
 #   --flannel-images-upstream REG FLANNEL_IMAGES_UPSTREAM (default ghcr.io)
+#   --local-path-images-upstream REG
+#                                 LOCAL_PATH_IMAGES_UPSTREAM (default docker.io)
+#   --headlamp-images-upstream REG
+#                                 HEADLAMP_IMAGES_UPSTREAM (default ghcr.io)
 #   --flannel-upstream URL        FLANNEL_UPSTREAM, {version} = MIRROR_FLANNEL_VERSION (default
 #                                 https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml)
-#   STEP                          deps, kube-packages, docker-packages, flannel-manifest, images,
+#   --metrics-server-upstream URL METRICS_SERVER_UPSTREAM, {version} = MIRROR_METRICS_SERVER_VERSION
+#                                 (default https://github.com/kubernetes-sigs/metrics-server/releases/
+#                                 download/{version}/components.yaml)
+#   --local-path-upstream URL     LOCAL_PATH_UPSTREAM, {version} = MIRROR_LOCAL_PATH_VERSION (default
+#                                 https://raw.githubusercontent.com/rancher/local-path-provisioner/
+#                                 {version}/deploy/local-path-storage.yaml)
+#   STEP                          deps, kube-packages, docker-packages, manifests, images,
 #                                 os-mirror (default: all, in that order)
 # Each upstream may also come from the environment variable of that name; a
 # registry upstream must hold the same repository paths as the real one.
@@ -59,12 +78,18 @@ source "${KIT_DIR}/images/serving.sh"
 mk_init fill-from-upstream "$@"
 
 FLANNEL_UPSTREAM_DEFAULT='https://github.com/flannel-io/flannel/releases/download/{version}/kube-flannel.yml'
+METRICS_SERVER_UPSTREAM_DEFAULT='https://github.com/kubernetes-sigs/metrics-server/releases/download/{version}/components.yaml'
+LOCAL_PATH_UPSTREAM_DEFAULT='https://raw.githubusercontent.com/rancher/local-path-provisioner/{version}/deploy/local-path-storage.yaml'
 KUBE_UPSTREAM="${KUBE_UPSTREAM:-https://pkgs.k8s.io/core:/stable:}"
 DOCKER_UPSTREAM="${DOCKER_UPSTREAM:-https://download.docker.com}"
 IMAGES_UPSTREAM="${IMAGES_UPSTREAM:-registry.k8s.io}"
 FLANNEL_IMAGES_UPSTREAM="${FLANNEL_IMAGES_UPSTREAM:-ghcr.io}"
+LOCAL_PATH_IMAGES_UPSTREAM="${LOCAL_PATH_IMAGES_UPSTREAM:-docker.io}"
+HEADLAMP_IMAGES_UPSTREAM="${HEADLAMP_IMAGES_UPSTREAM:-ghcr.io}"
 FLANNEL_UPSTREAM="${FLANNEL_UPSTREAM:-${FLANNEL_UPSTREAM_DEFAULT}}"
-STEPS=(deps kube-packages docker-packages flannel-manifest images os-mirror)
+METRICS_SERVER_UPSTREAM="${METRICS_SERVER_UPSTREAM:-${METRICS_SERVER_UPSTREAM_DEFAULT}}"
+LOCAL_PATH_UPSTREAM="${LOCAL_PATH_UPSTREAM:-${LOCAL_PATH_UPSTREAM_DEFAULT}}"
+STEPS=(deps kube-packages docker-packages manifests images os-mirror)
 WANTED=()
 set -- "${MK_ARGS[@]}"
 while (($#)); do
@@ -73,7 +98,11 @@ while (($#)); do
     --docker-upstream) DOCKER_UPSTREAM="${2:?--docker-upstream needs a URL}" && shift ;;
     --images-upstream) IMAGES_UPSTREAM="${2:?--images-upstream needs a registry}" && shift ;;
     --flannel-images-upstream) FLANNEL_IMAGES_UPSTREAM="${2:?--flannel-images-upstream needs a registry}" && shift ;;
+    --local-path-images-upstream) LOCAL_PATH_IMAGES_UPSTREAM="${2:?--local-path-images-upstream needs a registry}" && shift ;;
+    --headlamp-images-upstream) HEADLAMP_IMAGES_UPSTREAM="${2:?--headlamp-images-upstream needs a registry}" && shift ;;
     --flannel-upstream) FLANNEL_UPSTREAM="${2:?--flannel-upstream needs a URL}" && shift ;;
+    --metrics-server-upstream) METRICS_SERVER_UPSTREAM="${2:?--metrics-server-upstream needs a URL}" && shift ;;
+    --local-path-upstream) LOCAL_PATH_UPSTREAM="${2:?--local-path-upstream needs a URL}" && shift ;;
     -*) mk_die "unknown option $1 (see --help)" ;;
     *)
       [[ " ${STEPS[*]} " == *" $1 "* ]] || mk_die "unknown step '$1' (steps: ${STEPS[*]})"
@@ -86,6 +115,8 @@ KUBE_UPSTREAM="${KUBE_UPSTREAM%/}"
 DOCKER_UPSTREAM="${DOCKER_UPSTREAM%/}"
 IMAGES_UPSTREAM="${IMAGES_UPSTREAM%/}"
 FLANNEL_IMAGES_UPSTREAM="${FLANNEL_IMAGES_UPSTREAM%/}"
+LOCAL_PATH_IMAGES_UPSTREAM="${LOCAL_PATH_IMAGES_UPSTREAM%/}"
+HEADLAMP_IMAGES_UPSTREAM="${HEADLAMP_IMAGES_UPSTREAM%/}"
 
 ARCH="$(dpkg --print-architecture)"
 mk_kube_versions
@@ -94,10 +125,8 @@ KUBE_MINOR="$(cut -d. -f1,2 <<<"${MIRROR_KUBE_VERSION#v}")"
 KUBE_REPO_DIR="${MK_WWW}/kubernetes/v${KUBE_MINOR}/deb"
 DOCKER_ROOT="${MK_WWW}/docker/linux/${MIRROR_DOCKER_DISTRO}"
 DOCKER_POOL="dists/${MIRROR_DOCKER_SUITE}/pool/stable/${ARCH}"
-FLANNEL_FILE="${MK_WWW}/flannel/${MIRROR_FLANNEL_VERSION}/kube-flannel.yml"
 STATE="${MK_BUILD}/upstream"
 FILL_REGISTRY=fill-registry
-REGISTRY_STORE="${MK_OUT}/registry/docker/registry/v2/repositories"
 
 step_deps() {
   # apt-utils: apt-ftparchive; gnupg: the keys; curl: keys and kube-flannel.yml;
@@ -241,43 +270,33 @@ step_docker_packages() {
 }
 
 # ---------------------------------------------------------------------------
-# kube-flannel.yml and the images
+# the manifests (images/serving.sh kit_manifest: where, which images) and the images
 # ---------------------------------------------------------------------------
-# flannel_images FILE: the images FILE names, which must be ghcr.io's
-# flannel-io/flannel:MIRROR_FLANNEL_VERSION and flannel-io/flannel-cni-plugin.
-flannel_images() {
-  local images
-  images="$(sed -n 's/^[[:space:]]*image:[[:space:]]*\([^[:space:]]*\).*/\1/p' "$1" | sort -u)"
-  if ! grep -qx "ghcr.io/flannel-io/flannel:${MIRROR_FLANNEL_VERSION}" <<<"${images}" ||
-    ! grep -q '^ghcr.io/flannel-io/flannel-cni-plugin:' <<<"${images}" ||
-    grep -qv '^ghcr.io/flannel-io/flannel\(-cni-plugin\)\{0,1\}:' <<<"${images}"; then
-    mk_die "$1 names ${images//$'\n'/ }, not flannel ${MIRROR_FLANNEL_VERSION} and flannel-cni-plugin from ghcr.io"
-  fi
-  printf '%s\n' "${images}"
+# fill_manifest NAME URL: the kit's copy of manifest NAME from URL, {version}
+# standing for its pinned release.
+fill_manifest() {
+  local placeholder='{version}' url tmp="${STATE}/manifest-$1"
+  kit_manifest "$1"
+  url="${2//"${placeholder}"/${MANIFEST_VERSION}}"
+  curl -fsSL --retry 3 -o "${tmp}" "${url}" || mk_die "cannot fetch ${url}"
+  kit_pin_manifest "$1" "${tmp}" "${url}"
 }
 
-step_flannel_manifest() {
-  local placeholder='{version}' url tmp="${STATE}/kube-flannel.yml"
-  url="${FLANNEL_UPSTREAM//"${placeholder}"/${MIRROR_FLANNEL_VERSION}}"
+step_manifests() {
   mkdir -p "${STATE}"
-  curl -fsSL --retry 3 -o "${tmp}" "${url}" || mk_die "cannot fetch ${url}"
-  flannel_images "${tmp}" >/dev/null
-  if cmp -s "${tmp}" "${FLANNEL_FILE}"; then
-    mk_log "kube-flannel.yml ${MIRROR_FLANNEL_VERSION}: up to date"
-  else
-    install -D -m 0644 "${tmp}" "${FLANNEL_FILE}"
-    mk_log "kube-flannel.yml ${MIRROR_FLANNEL_VERSION} from ${url}"
-  fi
+  fill_manifest flannel "${FLANNEL_UPSTREAM}"
+  fill_manifest metrics-server "${METRICS_SERVER_UPSTREAM}"
+  fill_manifest local-path "${LOCAL_PATH_UPSTREAM}"
 }
 
 # image_plan: "SOURCE PATH:TAG ALIAS" a line (ALIAS - for none): every image
 # kubeadm lists for each kit version (the pinned list when there is no
 # .toolchain/bin/kubeadm; for an older patch release the toolchain's kubeadm
 # names its own etcd, coredns and pause, which build-images.sh checks against
-# that release's kubeadm) and kube-flannel.yml's two, each with its upstream and
-# its path in the kit.
+# that release's kubeadm), kube-flannel.yml's two and the addons' pinned
+# images, each with its upstream and its path in the kit.
 image_plan() {
-  local kubeadm="${MK_ROOT}/.toolchain/bin/kubeadm" ref path refs="" kube
+  local kubeadm="${MK_ROOT}/.toolchain/bin/kubeadm" ref path refs="" kube flannel upstream alias
   [[ -x "${kubeadm}" ]] || mk_log "no ${kubeadm} (tools/setup.sh --full builds it): the kube images tools/versions.env pins"
   for kube in "${MK_KUBE_VERSIONS[@]}"; do
     if [[ -x "${kubeadm}" ]]; then
@@ -289,21 +308,34 @@ image_plan() {
       refs+="$(kit_kube_image_refs "${kube}")"$'\n'
     fi
   done
-  [[ -f "${FLANNEL_FILE}" ]] || mk_die "no ${FLANNEL_FILE}: run the flannel-manifest step first"
-  refs="$(LC_ALL=C sort -u <<<"${refs}$(flannel_images "${FLANNEL_FILE}")")"
+  kit_manifest flannel
+  [[ -f "${MANIFEST_FILE}" ]] || mk_die "no ${MANIFEST_FILE}: run the manifests step first"
+  flannel="$(kit_manifest_images "${MANIFEST_FILE}")"
+  refs+="${flannel}"$'\n'
+  refs+="registry.k8s.io/metrics-server/metrics-server:${MIRROR_METRICS_SERVER_VERSION}"$'\n'
+  refs+="docker.io/rancher/local-path-provisioner:${MIRROR_LOCAL_PATH_VERSION}"$'\n'
+  refs+="ghcr.io/headlamp-k8s/headlamp:${MIRROR_HEADLAMP_VERSION}"
   while read -r ref; do
     case "${ref}" in
-      registry.k8s.io/*) path="${ref#registry.k8s.io/}" && printf '%s/%s %s' "${IMAGES_UPSTREAM}" "${path}" "${path}" ;;
-      ghcr.io/*) path="${ref#ghcr.io/}" && printf '%s/%s %s' "${FLANNEL_IMAGES_UPSTREAM}" "${path}" "${path}" ;;
+      registry.k8s.io/*) upstream="${IMAGES_UPSTREAM}" ;;
+      ghcr.io/flannel-io/*) upstream="${FLANNEL_IMAGES_UPSTREAM}" ;;
+      docker.io/rancher/local-path-provisioner:*) upstream="${LOCAL_PATH_IMAGES_UPSTREAM}" ;;
+      ghcr.io/headlamp-k8s/*) upstream="${HEADLAMP_IMAGES_UPSTREAM}" ;;
       *) mk_die "no upstream for ${ref}" ;;
     esac
-    # kubeadm asks a mirror (any imageRepository but registry.k8s.io) for <repository>/coredns:<tag>.
-    if [[ "${path}" == coredns/coredns:* ]]; then printf ' %s\n' "${path#coredns/}"; else printf ' -\n'; fi
-  done <<<"${refs}"
+    path="${ref#*/}"
+    # A mirror (any imageRepository but registry.k8s.io) is asked for
+    # <repository>/coredns:<tag> by kubeadm, for <repository>/metrics-server:<tag> by the program.
+    case "${path}" in
+      coredns/coredns:* | metrics-server/metrics-server:*) alias="${path#*/}" ;;
+      *) alias=- ;;
+    esac
+    printf '%s/%s %s %s\n' "${upstream}" "${path}" "${path}" "${alias}"
+  done < <(LC_ALL=C sort -u <<<"${refs}")
 }
 
 # stored_digest PATH:TAG: the manifest digest the registry storage has for the tag.
-stored_digest() { cat "${REGISTRY_STORE}/${1%:*}/_manifests/tags/${1##*:}/current/link" 2>/dev/null || true; }
+stored_digest() { cat "$(kit_tag_link "$1")" 2>/dev/null || true; }
 
 # holds DIGEST PATH:TAG ALIAS: the storage has DIGEST under the tag and the alias (unless -).
 holds() { [[ "$(stored_digest "$2")" == "$1" && ("$3" == - || "$(stored_digest "$3")" == "$1") ]]; }
@@ -374,7 +406,8 @@ main() {
   trap 'kit_stop "${FILL_REGISTRY}" 2>/dev/null || true' EXIT
   mk_log "mirror directory ${MK_OUT}"
   mk_log "upstreams: kube packages ${KUBE_UPSTREAM}, containerd.io ${DOCKER_UPSTREAM},"
-  mk_log "  images ${IMAGES_UPSTREAM} and ${FLANNEL_IMAGES_UPSTREAM}, kube-flannel.yml ${FLANNEL_UPSTREAM}"
+  mk_log "  images ${IMAGES_UPSTREAM}, ${FLANNEL_IMAGES_UPSTREAM}, ${LOCAL_PATH_IMAGES_UPSTREAM} and ${HEADLAMP_IMAGES_UPSTREAM},"
+  mk_log "  manifests ${FLANNEL_UPSTREAM}, ${METRICS_SERVER_UPSTREAM} and ${LOCAL_PATH_UPSTREAM}"
   for step in "${STEPS[@]}"; do
     if [[ " ${wanted[*]} " == *" ${step} "* ]]; then
       mk_step "upstream: ${step}" "step_${step//-/_}"
