@@ -8,13 +8,17 @@ module creates a network namespace whose only links are lo and a dummy interface
   registry storage, www and tools, so serve.sh makes a fresh kit CA and a server certificate for the address;
 * starts containerd 2.x (.toolchain/bin/containerd2) with a scratch root and state and a config whose
   `config_path` names a certs.d directory holding `<host:port>/hosts.toml` with the kit's CA;
-* pulls, with ctr, every image that kubeadm and the served kube-flannel.yml name for that mirror, and the
-  kube images of the older Kubernetes versions the kit serves for upgrade tests (MIRROR_KUBE_UPGRADE_FROM).
+* pulls, with ctr, every image that kubeadm and the served kube-flannel.yml, metrics-server components.yaml and
+  local-path-storage.yaml name for that mirror, the kube images of the older Kubernetes versions the kit serves
+  for upgrade tests (MIRROR_KUBE_UPGRADE_FROM), and images by their docker.io and ghcr.io names, which the
+  printed `registries` entries send to the kit.
 
 What each image must hold comes from the real manifests: kubeadm's own static Pods, CoreDNS Deployment and
 kube-proxy DaemonSet (an offline `kubeadm init --dry-run` against the mirror's imageRepository) and the served,
-pinned kube-flannel.yml (its images moved to flannelRegistry). The commands those manifests run are then run in a
-chroot of each unpacked image (containerd's native snapshotter: a snapshot is a plain directory).
+pinned kube-flannel.yml (its images moved to flannelRegistry) and addon manifests (metrics-server's image as the
+program names it under imageRepository, local-path-provisioner's by its docker.io name). The commands those
+manifests run, and the scripts of the provisioner's helper pod, are then run in a chroot of each unpacked image
+(containerd's native snapshotter: a snapshot is a plain directory).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import pytest
 import yaml
 
 from components.config import parse
-from components.config_schema import Flannel, Kubernetes
+from components.config_schema import Addons, Flannel, Kubernetes
 from components.registries import certs_d_files
 from tests.conftest import with_keys
 from tests.mirror import KUBE_VERSIONS, PINS, run_kit_script, stop
@@ -53,6 +57,8 @@ OUT = PROJECT_DIR / ".cache" / "mirror"
 KUBE_VERSION = PINS["MIRROR_KUBE_VERSION"]
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")  # one image each, per version
 FLANNEL_VERSION = PINS["MIRROR_FLANNEL_VERSION"]
+METRICS_SERVER_VERSION, LOCAL_PATH_VERSION = PINS["MIRROR_METRICS_SERVER_VERSION"], PINS["MIRROR_LOCAL_PATH_VERSION"]
+METRICS_SERVER_IMAGE = "registry.k8s.io/metrics-server/metrics-server"  # as its release manifest names it
 KUBEADM = TOOLCHAIN / "bin" / "kubeadm"
 CONTAINERD = TOOLCHAIN / "bin" / "containerd2"
 CTR = OUT / "bin" / "ctr"
@@ -64,6 +70,7 @@ NATIVE = ("--snapshotter", "native")
 VERSION_FLAGS = {
     "kube-apiserver": "--version", "kube-controller-manager": "--version", "kube-scheduler": "--version",
     "kube-proxy": "--version", "etcd": "--version", "coredns": "-version", "flanneld": "--version",
+    "metrics-server": "--version", "local-path-provisioner": "--version",
 }
 CAP_NET_BIND_SERVICE = 10
 
@@ -333,9 +340,27 @@ def manifests(served, netns, tmp_path_factory) -> Manifests:
     for container in flannel:
         # As the program's kustomization does with flannelRegistry: flannel's images move to the mirror.
         container.spec["image"] = container.spec["image"].replace("ghcr.io/flannel-io", mirrors["flannelRegistry"], 1)
-    containers = workloads("kubeadm", kubeadm_objects) + flannel
-    objects = kubeadm_objects + flannel_objects
+    addon_objects, addons = [], []
+    for key, version in (("metricsServerManifest", METRICS_SERVER_VERSION), ("localPathManifest", LOCAL_PATH_VERSION)):
+        objects = [o for o in yaml.safe_load_all(netns.fetch(mirrors[key].replace("{version}", version))) if o]
+        addon_objects += objects
+        addons += workloads(key, objects)
+    for container in addons:
+        # As the program names them: metrics-server's image flat under imageRepository (as kubeadm names
+        # coredns'); the provisioner's by its own docker.io name, which `registries` sends to the mirror.
+        image = container.spec["image"].replace(METRICS_SERVER_IMAGE, f"{mirrors['imageRepository']}/metrics-server", 1)
+        container.spec["image"] = fully_qualified(image)
+    containers = workloads("kubeadm", kubeadm_objects) + flannel + addons
+    objects = kubeadm_objects + flannel_objects + addon_objects
     return Manifests(containers, images, objects)
+
+
+def fully_qualified(image: str) -> str:
+    """An image name as containerd's CRI completes it: a name without a registry host is docker.io's."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return image
+    return f"docker.io/{image}" if rest else f"docker.io/library/{image}"
 
 
 @pytest.fixture(scope="module")
@@ -356,8 +381,12 @@ def older_kubeadm_images(served, tmp_path_factory) -> list[str]:
 @pytest.fixture(scope="module")
 def pulled(containerd, manifests, served, older_kubeadm_images) -> dict[str, subprocess.CompletedProcess]:
     refs = sorted(set(manifests.kubeadm_images) | {c.image for c in manifests.containers} | set(older_kubeadm_images)
-                  # the upstream path of CoreDNS, for a config that keeps registry.k8s.io's layout
-                  | {f"{served.registry}/coredns/coredns:{PINS['MIRROR_COREDNS_VERSION']}"})
+                  # the upstream paths of CoreDNS and metrics-server, for a config that keeps registry.k8s.io's layout
+                  | {f"{served.registry}/coredns/coredns:{PINS['MIRROR_COREDNS_VERSION']}",
+                     f"{served.registry}/metrics-server/metrics-server:{METRICS_SERVER_VERSION}"}
+                  # the provisioner at the kit's own path, and a ghcr.io name through its `registries` entry
+                  | {f"{served.registry}/rancher/local-path-provisioner:{LOCAL_PATH_VERSION}",
+                     f"ghcr.io/flannel-io/flannel:{FLANNEL_VERSION}"})
     pulls = {}
     for ref in refs:
         start = time.monotonic()
@@ -408,10 +437,11 @@ def argv_of(container: Container, config: dict) -> list[str]:
 
 
 def chroot(netns: Netns, root: Path, config: dict, argv: list, user: Optional[str] = None,
-           timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
-    """Run argv in the image root, with the image's PATH, inside the test namespace (as root, or as user)."""
+           env: Optional[dict[str, str]] = None, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    """Run argv in the image root, with the image's PATH and `env`, inside the test namespace (as root, or as user)."""
     userspec = [f"--userspec={user}"] if user else []
-    return netns.run(["env", "-i", f"PATH={image_path(config)}", "chroot", *userspec, root, *argv],
+    variables = [f"{name}={value}" for name, value in (env or {}).items()]
+    return netns.run(["env", "-i", f"PATH={image_path(config)}", *variables, "chroot", *userspec, root, *argv],
                      timeout=timeout, **kwargs)
 
 
@@ -447,8 +477,8 @@ def test_a_second_build_with_nothing_changed_does_nothing(built):
     ok(result)
     log = result.stderr
     assert not re.search(r"building|pushed|registry storage:", log), log
-    # Each version's four kube images, and etcd, coredns, pause and flannel's two.
-    assert len(re.findall(r"image \S+: up to date", log)) == 4 * len(KUBE_VERSIONS) + 5, log
+    # Each version's four kube images, and etcd, coredns, pause, flannel's two and the two addons'.
+    assert len(re.findall(r"image \S+: up to date", log)) == 4 * len(KUBE_VERSIONS) + 7, log
 
 
 def test_the_namespace_reaches_nothing_but_the_mirror(netns):
@@ -467,14 +497,21 @@ def test_serve_prints_the_stack_config_and_a_certificate_for_its_address(served)
         "imageRepository": served.registry,
         "flannelManifest": f"{http}/flannel/{{version}}/kube-flannel.yml",
         "flannelRegistry": f"{served.registry}/flannel-io",
+        "metricsServerManifest": f"{http}/metrics-server/{{version}}/components.yaml",
+        "localPathManifest": f"{http}/local-path-provisioner/{{version}}/local-path-storage.yaml",
         "osApt": http,
         "containerdPackages": f"{http}/docker",
     }
-    assert served.stack_config["kvm-kubeadm:registries"] == {served.registry: {"caFile": str(served.ca)}}
+    assert served.stack_config["kvm-kubeadm:registries"] == {
+        served.registry: {"caFile": str(served.ca)},
+        "docker.io": {"mirrors": [f"https://{served.registry}"]},
+        "ghcr.io": {"mirrors": [f"https://{served.registry}"]},
+    }
     # Only these two blocks: pasted into a stack file they replace no section the user has.
     assert set(served.stack_config) == {"kvm-kubeadm:mirrors", "kvm-kubeadm:registries"}
     # What the mirror holds is what the program installs when the stack does not say otherwise.
     assert Kubernetes().version == KUBE_VERSION.removeprefix("v") and Flannel().version == FLANNEL_VERSION
+    assert (Addons().metrics_server_version, Addons().local_path_version) == (METRICS_SERVER_VERSION, LOCAL_PATH_VERSION)
     cert = served.directory / "pki" / "servers" / f"{ADDRESS}.crt"
     ok(run(["openssl", "verify", "-CAfile", str(served.ca), str(cert)]))
     text = ok(run(["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"]))
@@ -483,15 +520,41 @@ def test_serve_prints_the_stack_config_and_a_certificate_for_its_address(served)
 
 def test_the_program_accepts_the_printed_stack_config(served, ssh_keys):
     settings = program_settings(served, ssh_keys)
+    mirrors = served.stack_config["kvm-kubeadm:mirrors"]
     assert settings.mirrors.image_repository == served.registry
-    assert [(r.host, r.ca_pem) for r in settings.registries] == [(served.registry, served.ca.read_text())]
+    assert (settings.mirrors.metrics_server_manifest, settings.mirrors.local_path_manifest) == (
+        mirrors["metricsServerManifest"], mirrors["localPathManifest"])
+    kit = (f"https://{served.registry}",)
+    assert [(r.host, r.mirrors, r.ca_pem) for r in settings.registries] == [
+        (served.registry, (), served.ca.read_text()), ("docker.io", kit, None), ("ghcr.io", kit, None)]
 
 
-def test_the_served_flannel_manifest_is_the_pinned_one(served, netns):
-    modcache = ok(run(["go", "env", "GOMODCACHE"])).strip()
-    pinned = Path(modcache) / f"github.com/flannel-io/flannel@{FLANNEL_VERSION}" / "Documentation" / "kube-flannel.yml"
-    url = served.stack_config["kvm-kubeadm:mirrors"]["flannelManifest"].replace("{version}", FLANNEL_VERSION)
-    assert netns.fetch(url) == pinned.read_bytes()
+def module_dir(module: str, version: str) -> Path:
+    return Path(ok(run(["go", "env", "GOMODCACHE"])).strip()) / f"{module}@{version}"
+
+
+def release_manifest(key: str) -> bytes:
+    """What upstream publishes as that manifest, made from its module zip as its release does."""
+    if key == "flannelManifest":
+        return (module_dir("github.com/flannel-io/flannel", FLANNEL_VERSION) / "Documentation" / "kube-flannel.yml").read_bytes()
+    if key == "localPathManifest":
+        return (module_dir("github.com/rancher/local-path-provisioner", LOCAL_PATH_VERSION) / "deploy"
+                / "local-path-storage.yaml").read_bytes()
+    # metrics-server's Makefile (release-manifests), with the kubectl of the kit's own package build.
+    kubectl = OUT / "build" / f"kubernetes-{KUBE_VERSION}" / "bin" / "kubectl"
+    overlay = module_dir("sigs.k8s.io/metrics-server", METRICS_SERVER_VERSION) / "manifests" / "overlays" / "release"
+    return ok(run(["unshare", "-rn", str(kubectl), "kustomize", str(overlay)])).encode()
+
+
+@pytest.mark.parametrize("key, version, image", [
+    ("flannelManifest", FLANNEL_VERSION, f"ghcr.io/flannel-io/flannel:{FLANNEL_VERSION}"),
+    ("metricsServerManifest", METRICS_SERVER_VERSION, f"{METRICS_SERVER_IMAGE}:{METRICS_SERVER_VERSION}"),
+    ("localPathManifest", LOCAL_PATH_VERSION, f"rancher/local-path-provisioner:{LOCAL_PATH_VERSION}"),
+])
+def test_the_served_manifests_are_the_pinned_ones(served, netns, key, version, image):
+    served_manifest = netns.fetch(served.stack_config["kvm-kubeadm:mirrors"][key].replace("{version}", version))
+    assert served_manifest == release_manifest(key)
+    assert re.search(rf"^\s*image: {re.escape(image)}$", served_manifest.decode(), re.M), f"{key} does not name {image}"
 
 
 def test_a_pull_without_the_kit_ca_is_refused(containerd, served, tmp_path):
@@ -504,11 +567,16 @@ def test_containerd_pulls_every_image_the_manifests_name(pulled, manifests, serv
     assert len(manifests.kubeadm_images) == 7, manifests.kubeadm_images
     names = {ref.removeprefix(served.registry + "/").split(":")[0] for ref in pulled}
     assert {"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "etcd", "pause",
-            "flannel-io/flannel", "flannel-io/flannel-cni-plugin", "coredns/coredns"} <= names, names
+            "flannel-io/flannel", "flannel-io/flannel-cni-plugin", "coredns/coredns", "metrics-server",
+            "metrics-server/metrics-server", "docker.io/rancher/local-path-provisioner",
+            "ghcr.io/flannel-io/flannel"} <= names, names
     failed = {ref: r.stderr[-500:] for ref, r in pulled.items() if r.returncode != 0}
     assert not failed, failed
+    # The namespace reaches nothing else: a docker.io or ghcr.io name came through its `registries` entry.
+    sent_to_the_kit = {host for host, entry in served.stack_config["kvm-kubeadm:registries"].items()
+                       if entry.get("mirrors") == [f"https://{served.registry}"]}
     for ref in pulled:
-        assert ref.startswith(served.registry + "/"), f"{ref} is not on the mirror"
+        assert ref.split("/")[0] in {served.registry, *sent_to_the_kit}, f"{ref} is not on the mirror"
 
 
 def test_every_image_is_linux_amd64_with_the_executable_its_manifests_run(pulled, containerd, manifests):
@@ -528,17 +596,21 @@ def test_every_image_is_linux_amd64_with_the_executable_its_manifests_run(pulled
 
 
 def test_the_image_configs_are_the_upstream_ones(pulled, containerd, served):
-    """Entrypoint and user as the upstream images have them (Dockerfiles of pause, coredns, flannel; go-runner)."""
+    """Entrypoint, command and user as the upstream images have them (Dockerfiles of pause, coredns, flannel,
+    metrics-server, local-path-provisioner; go-runner)."""
     expected = {
-        **{f"{command}:{version}": ([f"/usr/local/bin/{command}"], "") for command in KUBE_COMMANDS for version in KUBE_VERSIONS},
-        f"etcd:{PINS['MIRROR_ETCD_IMAGE_TAG']}": (["/usr/local/bin/etcd"], ""),
-        f"coredns:{PINS['MIRROR_COREDNS_VERSION']}": (["/coredns"], "65532:65532"),
-        f"pause:{PINS['MIRROR_PAUSE_VERSION']}": (["/pause"], "65535:65535"),
-        f"flannel-io/flannel:{FLANNEL_VERSION}": (["/opt/bin/flanneld"], ""),
+        **{f"{command}:{version}": ([f"/usr/local/bin/{command}"], None, "") for command in KUBE_COMMANDS
+           for version in KUBE_VERSIONS},
+        f"etcd:{PINS['MIRROR_ETCD_IMAGE_TAG']}": (["/usr/local/bin/etcd"], None, ""),
+        f"coredns:{PINS['MIRROR_COREDNS_VERSION']}": (["/coredns"], None, "65532:65532"),
+        f"pause:{PINS['MIRROR_PAUSE_VERSION']}": (["/pause"], None, "65535:65535"),
+        f"flannel-io/flannel:{FLANNEL_VERSION}": (["/opt/bin/flanneld"], None, ""),
+        f"metrics-server:{METRICS_SERVER_VERSION}": (["/metrics-server"], None, "65534"),
+        f"rancher/local-path-provisioner:{LOCAL_PATH_VERSION}": (None, ["local-path-provisioner"], ""),
     }
-    for name, (entrypoint, user) in expected.items():
+    for name, (entrypoint, cmd, user) in expected.items():
         image = containerd.config(f"{served.registry}/{name}")["config"]
-        assert (image.get("Entrypoint"), image.get("User", "")) == (entrypoint, user), name
+        assert (image.get("Entrypoint"), image.get("Cmd"), image.get("User", "")) == (entrypoint, cmd, user), name
         assert image_path({"config": image}) == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", name
 
 
@@ -628,6 +700,32 @@ def test_coredns_serves_port_53_as_its_own_non_root_user(pulled, containerd, man
         assert answer[:2] == b"\x4b\x1d" and answer[3] & 0x0F == 0, f"no DNS answer on port 53: {answer!r}"
     finally:
         stop(process)
+
+
+def test_metrics_server_runs_as_its_manifests_non_root_user(pulled, containerd, manifests, netns):
+    container = next(c for c in manifests.containers if c.spec["name"] == "metrics-server")
+    user = container.spec["securityContext"]["runAsUser"]
+    config, root = image_of(containerd, container.image)
+    result = chroot(netns, root, config, [*config["config"]["Entrypoint"], "--version"], user=f"{user}:{user}")
+    assert ok(result).strip() == METRICS_SERVER_VERSION
+
+
+def test_the_provisioner_image_runs_its_helper_pods_scripts(pulled, containerd, manifests, netns):
+    """The program runs the helper pod in the provisioner's own image; provisioner.go starts it as
+    `/bin/sh /script/setup` (or teardown), the ConfigMap's scripts mounted at /script, VOL_DIR set."""
+    provisioner = next(c for c in manifests.containers if c.spec["name"] == "local-path-provisioner")
+    config, root = image_of(containerd, provisioner.image, writable=True)
+    shell = chroot(netns, root, config, ["/bin/sh", "-c", "mkdir -p /tmp/x && chmod 0700 /tmp/x && rm -rf /tmp/x"])
+    assert shell.returncode == 0 and not (root / "tmp" / "x").exists(), shell.stderr
+    scripts = config_maps_of(manifests)["local-path-config"]
+    (root / "script").mkdir()
+    for name in ("setup", "teardown"):
+        (root / "script" / name).write_text(scripts[name])
+    volume = "/opt/local-path-provisioner/pvc-kvmk-test_default_data"
+    ok(chroot(netns, root, config, ["/bin/sh", "/script/setup"], env={"VOL_DIR": volume}))
+    assert (root / volume.lstrip("/")).stat().st_mode & 0o777 == 0o777
+    ok(chroot(netns, root, config, ["/bin/sh", "/script/teardown"], env={"VOL_DIR": volume}))
+    assert not (root / volume.lstrip("/")).exists()
 
 
 def test_pause_runs_as_its_user(pulled, containerd, served, netns):
