@@ -1,22 +1,24 @@
 """tools/mirror-kit/fill-from-upstream.sh, run against a stand-in for the upstream locations.
 
-The real upstream hosts (pkgs.k8s.io, download.docker.com, registry.k8s.io, ghcr.io, github.com,
-deb.debian.org) are never contacted: this machine reaches none of them. The stand-in is the mirror that
-tools/mirror-kit/build.sh built from source in .cache/mirror, served by serve.sh on 192.0.2.10 inside a
-network namespace the test creates, whose only link is lo. Its HTTP server holds, below each upstream
+The real upstream hosts (pkgs.k8s.io, download.docker.com, registry.k8s.io, ghcr.io, docker.io, github.com,
+raw.githubusercontent.com, deb.debian.org) are never contacted: this machine reaches none of them. The stand-in
+is the mirror that tools/mirror-kit/build.sh built from source in .cache/mirror, served by serve.sh on 192.0.2.10
+inside a network namespace the test creates, whose only link is lo. Its HTTP server holds, below each upstream
 variable, the paths the real host holds there (KUBE_UPSTREAM/v1.36/deb/, DOCKER_UPSTREAM/linux/debian,
-.../<version>/kube-flannel.yml, Debian's archive); its TLS registry holds registry.k8s.io's and ghcr.io's
-repository paths, and crane trusts its CA through SSL_CERT_FILE. fill-from-upstream.sh runs inside that
-namespace with every upstream pointed at the stand-in and --out a temporary directory; Go builds crane
-and the registry there from the module cache (GOPROXY=file://...).
+.../<version>/kube-flannel.yml, components.yaml and local-path-storage.yaml, Debian's archive); its TLS
+registry holds registry.k8s.io's, ghcr.io's and docker.io's repository paths, and crane trusts its CA through
+SSL_CERT_FILE. Headlamp's image is the one the kit cannot build, so a second serve.sh on 192.0.2.12, with the
+same CA and a registry of its own, stands in for its upstream and holds a small image pushed by the test.
+fill-from-upstream.sh runs inside that namespace with every upstream pointed at a stand-in and --out a
+temporary directory; Go builds crane and the registry there from the module cache (GOPROXY=file://...).
 
 Checked: both republished repositories verify under the filled mirror's own new key (not the stand-in's)
 and carry the same packages, versions and .deb hashes (the kube packages at every version the kit serves,
 MIRROR_KUBE_UPGRADE_FROM's too); apt in a Debian 12 root installs kubeadm, kubelet,
 kubectl and containerd.io from the filled copy, OS packages included, through the packages stage's own
-functions; every image tag the kit holds is in the filled registry with the same digest, also as serve.sh
-serves the filled directory; kube-flannel.yml and Debian's index files are byte-identical; a second run,
-with the upstreams given as options, redoes nothing.
+functions; every image tag the kit holds, and the Headlamp stand-in's, is in the filled registry with the same
+digest, also as serve.sh serves the filled directory; the three manifests and Debian's index files are
+byte-identical; a second run, with the upstreams given as options, redoes nothing.
 
 Not covered, because the stand-in is not the real thing: multi-platform image indexes (crane copy
 --platform linux/amd64 picks one image out of an index; the kit's images are single manifests), HTTP
@@ -27,10 +29,12 @@ cri-tools should a kubeadm depend on it).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -54,24 +58,35 @@ pytestmark = pytest.mark.mirror
 
 FILL = PROJECT_DIR / "tools" / "mirror-kit" / "fill-from-upstream.sh"
 KIT = PROJECT_DIR / ".cache" / "mirror"
-STANDIN, FILLED = "192.0.2.10", "192.0.2.11"  # TEST-NET-1: on lo of the test's namespace, nowhere else
+# TEST-NET-1: on lo of the test's namespace, nowhere else
+STANDIN, FILLED, HEADLAMP_STANDIN = "192.0.2.10", "192.0.2.11", "192.0.2.12"
 HTTP_PORT, REGISTRY_PORT = 8080, 5000
 STANDIN_HTTP, STANDIN_REGISTRY = f"http://{STANDIN}:{HTTP_PORT}", f"{STANDIN}:{REGISTRY_PORT}"
+HEADLAMP_REGISTRY = f"{HEADLAMP_STANDIN}:{REGISTRY_PORT}"
+HEADLAMP_IMAGE = f"headlamp-k8s/headlamp:{PINS['MIRROR_HEADLAMP_VERSION']}"
 UPSTREAMS = {
     "KUBE_UPSTREAM": f"{STANDIN_HTTP}/kubernetes",
     "DOCKER_UPSTREAM": f"{STANDIN_HTTP}/docker",
     "IMAGES_UPSTREAM": STANDIN_REGISTRY,
     "FLANNEL_IMAGES_UPSTREAM": STANDIN_REGISTRY,
+    "LOCAL_PATH_IMAGES_UPSTREAM": STANDIN_REGISTRY,
+    "HEADLAMP_IMAGES_UPSTREAM": HEADLAMP_REGISTRY,
     "FLANNEL_UPSTREAM": f"{STANDIN_HTTP}/flannel/{{version}}/kube-flannel.yml",
+    "METRICS_SERVER_UPSTREAM": f"{STANDIN_HTTP}/metrics-server/{{version}}/components.yaml",
+    "LOCAL_PATH_UPSTREAM": f"{STANDIN_HTTP}/local-path-provisioner/{{version}}/local-path-storage.yaml",
 }
 # The same upstreams as fill-from-upstream.sh's options.
 OPTIONS = {"KUBE_UPSTREAM": "--kube-upstream", "DOCKER_UPSTREAM": "--docker-upstream",
            "IMAGES_UPSTREAM": "--images-upstream", "FLANNEL_IMAGES_UPSTREAM": "--flannel-images-upstream",
-           "FLANNEL_UPSTREAM": "--flannel-upstream"}
+           "LOCAL_PATH_IMAGES_UPSTREAM": "--local-path-images-upstream",
+           "HEADLAMP_IMAGES_UPSTREAM": "--headlamp-images-upstream", "FLANNEL_UPSTREAM": "--flannel-upstream",
+           "METRICS_SERVER_UPSTREAM": "--metrics-server-upstream", "LOCAL_PATH_UPSTREAM": "--local-path-upstream"}
 DEBIAN_UPSTREAMS = {"DEBIAN_MIRROR": f"{STANDIN_HTTP}/debian", "DEBIAN_SECURITY_MIRROR": f"{STANDIN_HTTP}/debian-security"}
 KUBE_DIR = KUBE_REPO.removeprefix(f"{MIRROR_URL}/").rstrip("/")  # kubernetes/v1.36/deb
 DOCKER_DIR = DOCKER_REPO.removeprefix(f"{MIRROR_URL}/")  # docker/linux/debian
 FLANNEL_MANIFEST = f"flannel/{PINS['MIRROR_FLANNEL_VERSION']}/kube-flannel.yml"
+MANIFESTS = (FLANNEL_MANIFEST, f"metrics-server/{PINS['MIRROR_METRICS_SERVER_VERSION']}/components.yaml",
+             f"local-path-provisioner/{PINS['MIRROR_LOCAL_PATH_VERSION']}/local-path-storage.yaml")
 # (signed directory, its armored key) of each republished repository, below www/.
 REPOSITORIES = {
     "kube": (KUBE_DIR, f"{KUBE_DIR}/Release.key"),
@@ -79,7 +94,7 @@ REPOSITORIES = {
 }
 # What the stand-in needs of the built kit (tools/mirror-kit/build.sh).
 KIT_PARTS = (
-    f"www/{KUBE_DIR}/InRelease", f"www/{DOCKER_DIR}/dists/bookworm/InRelease", f"www/{FLANNEL_MANIFEST}",
+    f"www/{KUBE_DIR}/InRelease", f"www/{DOCKER_DIR}/dists/bookworm/InRelease", *(f"www/{m}" for m in MANIFESTS),
     "www/debian/dists/bookworm/InRelease", "www/debian-security/dists/bookworm-security/InRelease",
     "registry/docker/registry/v2/repositories", "bin/registry",
 )
@@ -103,6 +118,8 @@ class Upstream:
     netns: str
     directory: Path  # serve.sh's directory: the kit's www, registry and tools, its own CA and logs
     stack_config: dict
+    headlamp_directory: Path  # the Headlamp stand-in's: its own registry storage, the same CA
+    headlamp_digest: str
 
     @property
     def ca(self) -> Path:
@@ -118,17 +135,49 @@ class Fill:
         return self.out / "www" / path
 
 
+def headlamp_standin(directory: Path, ca_dir: Path) -> Path:
+    """A serve.sh directory of its own for Headlamp's upstream: the kit's tools, the stand-in's CA (one
+    SSL_CERT_FILE trusts both) and an empty registry storage, so the built kit's is never written to."""
+    directory.mkdir(parents=True)
+    (directory / "bin").symlink_to(KIT / "bin")
+    (directory / "pki").symlink_to(ca_dir)
+    (directory / "registry" / "docker" / "registry" / "v2" / "repositories").mkdir(parents=True)
+    return directory
+
+
+def push_headlamp_standin(namespace: str, ca: Path, workdir: Path) -> str:
+    """The kit cannot build Headlamp's image (the module proxy refuses its Go backend), so a small image of
+    the test's own (one file, linux/amd64) stands for it in its upstream; returns its digest."""
+    layer = workdir / "headlamp-standin.tar"
+    with tarfile.open(layer, "w") as tar:
+        content = b"stand-in for ghcr.io/headlamp-k8s/headlamp in tests/mirror/test_fill_from_upstream.py\n"
+        member = tarfile.TarInfo("headlamp-standin")
+        member.size = len(content)
+        tar.addfile(member, io.BytesIO(content))
+    env = {**os.environ, "SSL_CERT_FILE": str(ca)}
+    crane = ["ip", "netns", "exec", namespace, KIT / "bin" / "crane"]
+    ref = f"{HEADLAMP_REGISTRY}/{HEADLAMP_IMAGE}"
+    stdout_of([*crane, "append", "--oci-empty-base", "-f", layer, "-t", ref], env=env)
+    stdout_of([*crane, "mutate", ref, "--set-platform", "linux/amd64", "-t", ref], env=env)
+    return stdout_of([*crane, "digest", ref], env=env).strip()
+
+
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory) -> Iterator[Upstream]:
-    """The built kit served by serve.sh on STANDIN in a namespace whose only link is lo (FILLED is there too)."""
+    """The built kit served by serve.sh on STANDIN, and the Headlamp stand-in on HEADLAMP_STANDIN, in a
+    namespace whose only link is lo (FILLED is there too)."""
     require(missing_prerequisite())
-    directory = share_mirror(KIT, tmp_path_factory.mktemp("standin") / "mirror")
+    root = tmp_path_factory.mktemp("standin")
+    directory = share_mirror(KIT, root / "mirror")
     try:
-        with netns("kvmk-fill", f"{STANDIN}/32", f"{FILLED}/32") as name:
+        with netns("kvmk-fill", f"{STANDIN}/32", f"{FILLED}/32", f"{HEADLAMP_STANDIN}/32") as name:
             with kit_served(directory, name, STANDIN, HTTP_PORT, REGISTRY_PORT) as config:
-                yield Upstream(name, directory, config)
+                headlamp = headlamp_standin(root / "headlamp", directory / "pki")
+                with kit_served(headlamp, name, HEADLAMP_STANDIN, HTTP_PORT, REGISTRY_PORT):
+                    digest = push_headlamp_standin(name, directory / "pki" / "ca.crt", root)
+                    yield Upstream(name, directory, config, headlamp, digest)
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def run_fill(upstream: Upstream, out: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -244,14 +293,18 @@ def test_the_namespace_has_no_link_but_loopback(upstream):
 def test_the_fill_took_each_part_from_the_stand_in(filled, upstream):
     http = (upstream.directory / "run" / "http.log").read_text()
     for path in (f"/{KUBE_DIR}/Release.key", f"/{KUBE_DIR}/InRelease", f"/{DOCKER_DIR}/gpg",
-                 f"/{DOCKER_DIR}/dists/bookworm/InRelease", f"/{FLANNEL_MANIFEST}",
+                 f"/{DOCKER_DIR}/dists/bookworm/InRelease", *(f"/{m}" for m in MANIFESTS),
                  "/debian/dists/bookworm/InRelease", "/debian-security/dists/bookworm-security/InRelease"):
         assert f'"GET {path} HTTP/1.1" 200' in http, f"no GET {path} in the stand-in's log"
     assert re.search(rf'"GET /{KUBE_DIR}/amd64/kubeadm_[^ ]*\.deb HTTP/1.1" 200', http)
     registry = (upstream.directory / "run" / "registry.log").read_text()
     for version in KUBE_VERSIONS:
         assert f'"GET /v2/kube-apiserver/manifests/{version} HTTP/2.0" 200' in registry, version
-    assert f'"GET /v2/flannel-io/flannel/manifests/{PINS["MIRROR_FLANNEL_VERSION"]} HTTP/2.0" 200' in registry
+    for image in (f"flannel-io/flannel:{PINS['MIRROR_FLANNEL_VERSION']}",
+                  f"metrics-server/metrics-server:{PINS['MIRROR_METRICS_SERVER_VERSION']}",
+                  f"rancher/local-path-provisioner:{PINS['MIRROR_LOCAL_PATH_VERSION']}"):
+        path, tag = image.split(":")
+        assert f'"GET /v2/{path}/manifests/{tag} HTTP/2.0" 200' in registry, image
 
 
 @pytest.mark.parametrize("repository", sorted(REPOSITORIES))
@@ -299,10 +352,15 @@ def test_apt_read_every_index_from_the_filled_copy(installed):
         assert f"{MIRROR_URL.removeprefix('http://').replace('/', '_')}_{suite}InRelease" in lists, (suite, lists)
 
 
-def test_every_image_the_kit_holds_is_filled_with_the_same_digest(filled):
+def test_every_image_the_kit_holds_and_headlamps_is_filled_with_the_same_digest(filled, upstream):
     kit = registry_tags(KIT)
-    assert {"coredns/coredns:" + PINS["MIRROR_COREDNS_VERSION"], "coredns:" + PINS["MIRROR_COREDNS_VERSION"]} <= set(kit)
-    assert registry_tags(filled.out) == kit
+    assert {"coredns/coredns:" + PINS["MIRROR_COREDNS_VERSION"], "coredns:" + PINS["MIRROR_COREDNS_VERSION"],
+            "metrics-server/metrics-server:" + PINS["MIRROR_METRICS_SERVER_VERSION"],
+            "metrics-server:" + PINS["MIRROR_METRICS_SERVER_VERSION"],
+            "rancher/local-path-provisioner:" + PINS["MIRROR_LOCAL_PATH_VERSION"]} <= set(kit)
+    filled_tags = registry_tags(filled.out)
+    assert filled_tags.get(HEADLAMP_IMAGE) == upstream.headlamp_digest, "Headlamp's image is not the stand-in's"
+    assert filled_tags == {**kit, HEADLAMP_IMAGE: upstream.headlamp_digest}
 
 
 def test_serve_serves_the_filled_mirror_with_the_same_stack_config(filled, upstream):
@@ -311,14 +369,15 @@ def test_serve_serves_the_filled_mirror_with_the_same_stack_config(filled, upstr
         as_standin = str(config).replace(FILLED, STANDIN).replace(str(filled.out), str(upstream.directory))
         assert as_standin == str(upstream.stack_config)
         env = {**os.environ, "SSL_CERT_FILE": str(filled.out / "pki" / "ca.crt")}
-        for ref, digest in sorted(registry_tags(KIT).items()):
+        for ref, digest in sorted(registry_tags(filled.out).items()):
             served = stdout_of(["ip", "netns", "exec", upstream.netns, filled.out / "bin" / "crane", "digest",
                                 f"{FILLED}:{REGISTRY_PORT}/{ref}"], env=env)
             assert served.strip() == digest, ref
 
 
-def test_the_flannel_manifest_is_byte_identical(filled):
-    assert filled.www(FLANNEL_MANIFEST).read_bytes() == (KIT / "www" / FLANNEL_MANIFEST).read_bytes()
+@pytest.mark.parametrize("manifest", MANIFESTS)
+def test_the_manifest_is_byte_identical(filled, manifest):
+    assert filled.www(manifest).read_bytes() == (KIT / "www" / manifest).read_bytes()
 
 
 def test_the_debian_part_is_the_kits(filled):
@@ -334,8 +393,10 @@ def test_a_second_run_with_the_upstreams_as_options_redoes_nothing(refill, fille
     log = refill.result.stderr
     assert not re.search(r"apt-get download|indexed \d|copied from|building|downloading", log), log
     assert log.count("published repository up to date") == 2, log
-    # One line an image: coredns/coredns and its alias coredns are one.
-    assert len(re.findall(r"image \S+: up to date", log)) == len(registry_tags(KIT)) - 1, log
+    # One line an image: coredns/coredns and its alias coredns are one, metrics-server's two tags too.
+    assert len(re.findall(r"image \S+: up to date", log)) == len(registry_tags(refill.out)) - 2, log
+    for manifest in MANIFESTS:
+        assert f"www/{manifest}: up to date" in log, manifest
     assert "[build-os-mirror] up to date" in log, log
     for name, value in UPSTREAMS.items():
         assert value in log, f"{name} as an option did not reach the script"
