@@ -23,11 +23,13 @@ import yaml
 from benchmarks import critical_path
 from components import addons
 from components.config import parse
-from tests.e2e.cluster import CONTROL_PLANE, busybox_image, cluster_on_kit, kubectl_binary
+from tests.e2e.cluster import CONTROL_PLANE, busybox_image, cluster_on_kit, kubectl_binary, skip_unless_opted_in
 from tests.e2e.stack import STACK, reporter
 from tests.program import PROJECT_DIR
 
 pytestmark = pytest.mark.e2e
+# Opt-in until it has passed on a real run here; then it joins every CI run (issue 21).
+skip_unless_opted_in("tests/e2e/test_single.py", "it has not been measured yet")
 
 # The stack's Headlamp switch is the single stack's own (on); the kit cannot serve its image.
 WITHOUT_DASHBOARD = {"headlamp": False}
