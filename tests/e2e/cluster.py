@@ -10,7 +10,7 @@ emulation.
 
 The two-node modules (test_cluster, test_cluster_upgrade) take half an hour or more each here, too
 long to sit next to the rest of the suite within CI's 90 minutes with a margin, so they run only when
-KVMK_CLUSTER_E2E=1 is set; the one-node learning cluster (test_single) runs in every run (README: End
+KVMK_CLUSTER_E2E=1 is set; so does the one-node learning cluster (test_single) until it has passed here (README: End
 to end).
 """
 
