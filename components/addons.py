@@ -209,7 +209,12 @@ def headlamp_kustomization() -> str:
 def headlamp_url(settings: Settings) -> str:
     """Where a browser on the KVM host opens the dashboard."""
     port = settings.addons.headlamp_node_port
-    return f"http://localhost:{HEADLAMP_PORT}/" if port is None else f"http://{settings.control_plane.ip}:{port}/"
+    if port is None:
+        return f"http://localhost:{HEADLAMP_PORT}/"
+    # `firewall: open-ports` opens the NodePort range only where workloads run (procedure.WORKLOAD_PORTS).
+    closed_on_control_plane = settings.firewall == "open-ports" and not settings.control_plane_schedulable
+    node = settings.workers[0] if closed_on_control_plane else settings.control_plane
+    return f"http://{node.ip}:{port}/"
 
 
 def headlamp_port_forward(settings: Settings) -> str | None:

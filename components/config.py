@@ -369,9 +369,8 @@ def check_addresses(
 
 def check_addons(
     problems: _Problems, addons: Addons, scope: Scope, workers: tuple[NodeSpec, ...], schedulable: Optional[bool],
-    firewall: Firewall,
 ) -> None:
-    """An addon needs a cluster and a node to run on; the dashboard, a way to reach it."""
+    """An addon needs a cluster and a node to run on; the dashboard's NodePort, the dashboard."""
     wanted = [key for key, on in (("metricsServer", addons.metrics_server), ("localPath", addons.local_path),
                                   ("headlamp", addons.headlamp)) if on]
     if addons.headlamp and scope != "kubernetes":
@@ -383,12 +382,6 @@ def check_addons(
             "controlPlane.schedulable",
             f"false leaves no node for the addons ({', '.join(wanted)}) of a cluster without workers; "
             f"set it to true or turn them off under {problems.key('addons')}",
-        )
-    if addons.headlamp and addons.headlamp_node_port is not None and firewall == "open-ports" and not workers:
-        problems.add(
-            "addons.headlampNodePort",
-            f"is closed by {problems.key('firewall')}: open-ports, which opens the NodePort range on workers only; "
-            "unset it to reach the dashboard with kubectl port-forward",
         )
 
 
@@ -437,8 +430,8 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
         check_workers_fit(problems, network, workers)
     check_node_names(problems, control_plane_node, worker_nodes)
     check_addresses(problems, network, control_plane_node, worker_nodes)
-    if control_plane and {"addons", "scope", "firewall"} <= valid.keys():
-        check_addons(problems, valid["addons"], valid["scope"], worker_nodes, control_plane.schedulable, valid["firewall"])
+    if control_plane and {"addons", "scope"} <= valid.keys():
+        check_addons(problems, valid["addons"], valid["scope"], worker_nodes, control_plane.schedulable)
 
     if problems.lines:
         raise ConfigError(problems.lines)

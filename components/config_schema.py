@@ -469,7 +469,7 @@ class StackConfig(_Section):
         default_factory=dict, description="registry mirrors and trust, by registry host; see [Registries](#registries)",
     )
     firewall: Firewall = Field(
-        "disable", description="`disable` (the procedure) or `open-ports` (ufw allows the Kubernetes and flannel ports)",
+        "disable", description="`disable` (the procedure) or `open-ports` (ufw allows the Kubernetes and flannel ports, and where workloads run the NodePort range)",
     )
     scope: Scope = Field(
         "kubernetes", alias="stages",

@@ -34,7 +34,9 @@ KUBERNETES_VERSION = "kubernetes-version"
 ROLLOUT_TURN = "rollout-turn"
 
 CONTROL_PLANE_PORTS = ("6443/tcp", "2379:2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp", "8472/udp")
-WORKER_PORTS = ("10250/tcp", "10256/tcp", "30000:32767/tcp", "8472/udp")
+# What a node that runs workloads serves besides: kube-proxy's health check and the NodePort range.
+WORKLOAD_PORTS = ("10256/tcp", "30000:32767/tcp")
+WORKER_PORTS = ("10250/tcp", *WORKLOAD_PORTS, "8472/udp")
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
 KUBELET_KUBECONFIG = "/etc/kubernetes/kubelet.conf"
 # A node's last upgrade stage: once it is done, the node is Ready at the configured version.
@@ -125,10 +127,15 @@ def new_root_disk(context: StageContext) -> list[pulumi.Input]:
     return [context.root_disk]
 
 
-def os_prep(ports: tuple[str, ...]) -> Stage:
+def control_plane_ports(settings: Settings) -> tuple[str, ...]:
+    """A schedulable control plane serves workloads too, so `firewall: open-ports` opens their ports on it."""
+    return CONTROL_PLANE_PORTS + (WORKLOAD_PORTS if settings.control_plane_schedulable else ())
+
+
+def os_prep(ports: Callable[[Settings], tuple[str, ...]]) -> Stage:
     return Stage(
         "os-prep", after=(VM,), scope="os-prep", reruns_on=new_root_disk,
-        params=lambda c: os_prep_params(c.settings, str(c.node.ip), ports),
+        params=lambda c: os_prep_params(c.settings, str(c.node.ip), ports(c.settings)),
     )
 
 
@@ -149,7 +156,7 @@ UPGRADE_KUBELET = Stage(
 )
 
 CONTROL_PLANE = (
-    os_prep(CONTROL_PLANE_PORTS),
+    os_prep(control_plane_ports),
     PACKAGES,
     Stage(
         "init", after=("packages", BOOTSTRAP_TOKEN),
@@ -192,7 +199,7 @@ CONTROL_PLANE = (
 )
 
 WORKER = (
-    os_prep(WORKER_PORTS),
+    os_prep(lambda _: WORKER_PORTS),
     PACKAGES,
     Stage(
         "join", after=("packages", JOIN_PREREQUISITES),

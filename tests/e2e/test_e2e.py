@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from components.procedure import CONTROL_PLANE_PORTS, WORKER_PORTS, os_prep_params
+from components.procedure import WORKER_PORTS, control_plane_ports, os_prep_params
 from components.scripts import render
 from tests.e2e.stack import STACK, E2eStack, e2e_config, e2e_project, reporter, require_e2e_prerequisites
 from tests.harness.libvirt_netns import LibvirtNetns
@@ -73,7 +73,8 @@ def test_every_node_resolves_every_other_by_name(cluster):
 
 
 def test_os_prep_run_again_changes_nothing(cluster):
-    for node, ports in [(cluster.settings.control_plane, CONTROL_PLANE_PORTS), (cluster.settings.workers[0], WORKER_PORTS)]:
+    for node, ports in [(cluster.settings.control_plane, control_plane_ports(cluster.settings)),
+                        (cluster.settings.workers[0], WORKER_PORTS)]:
         script = render("os-prep", node.name, os_prep_params(cluster.settings, str(node.ip), ports))
         result = cluster.ssh(str(node.ip), "sudo -n bash -s", stdin=script)
         assert result.stdout.strip().splitlines() == [f"[os-prep {node.name}] done"], result.stdout
