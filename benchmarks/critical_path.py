@@ -79,7 +79,7 @@ def critical_path(steps: dict[str, Step], depends: dict[str, set[str]]) -> list[
 
     def awaited(urn: str, seen: set[str]) -> list[Step]:
         found = []
-        for dependency in depends.get(urn, ()):
+        for dependency in sorted(depends.get(urn, ())):  # sorted: ties resolve the same way every run
             if dependency in seen:
                 continue
             seen.add(dependency)

@@ -23,13 +23,11 @@ import yaml
 from benchmarks import critical_path
 from components import addons
 from components.config import parse
-from tests.e2e.cluster import CONTROL_PLANE, busybox_image, cluster_on_kit, kubectl_binary, skip_unless_opted_in
+from tests.e2e.cluster import CONTROL_PLANE, busybox_image, cluster_on_kit, kubectl_binary
 from tests.e2e.stack import STACK, reporter
 from tests.program import PROJECT_DIR
 
 pytestmark = pytest.mark.e2e
-# Opt-in until it has passed on a real run here; then it joins every CI run (issue 21).
-skip_unless_opted_in("tests/e2e/test_single.py", "it has not been measured yet")
 
 # The stack's Headlamp switch is the single stack's own (on); the kit cannot serve its image.
 WITHOUT_DASHBOARD = {"headlamp": False}
@@ -143,13 +141,10 @@ def dashboard(single, access: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def dashboard_namespace(single):
-    """The dashboard's namespace, made for real (a dry run cannot place objects in a namespace it only
-    pretends to make), and everything of the dashboard removed afterwards."""
+    """The dashboard's namespace, made for real: a dry run cannot place objects in a namespace it only
+    pretends to make. It goes with the cluster (a teardown of its own would run after the destroy)."""
     single.kubectl("create", "namespace", addons.HEADLAMP_NAMESPACE)
-    yield addons.HEADLAMP_NAMESPACE
-    single.kubectl("delete", "namespace", addons.HEADLAMP_NAMESPACE, "--wait=true", timeout=300)
-    single.kubectl("delete", "clusterrolebinding", "--ignore-not-found", *addons.headlamp_bindings("read-only"))
-    single.kubectl("delete", "clusterrole", "--ignore-not-found", addons.HEADLAMP_CLUSTER_READER)
+    return addons.HEADLAMP_NAMESPACE
 
 
 @pytest.mark.parametrize("access", ["read-only", "cluster-admin"])
