@@ -72,7 +72,7 @@ def skip_unless_opted_in(module: str, measured: str) -> None:
     if not os.environ.get(OPT_IN):
         pytest.skip(
             f"the real-cluster e2e is not part of the default run: {measured} on this 2-core machine under software "
-            f"emulation, which next to the rest of the suite (about 40 minutes) leaves CI's 90 minutes too thin a "
+            f"emulation, which next to the rest of the suite (about 30 minutes) leaves CI's 90 minutes too thin a "
             f"margin; run it with {OPT_IN}=1 .venv/bin/pytest {module} (README: End to end)",
             allow_module_level=True,
         )
