@@ -20,3 +20,6 @@ if cluster.headlamp_token is not None:
     pulumi.export("headlampUrl", addons.headlamp_url(settings))
     if (port_forward := addons.headlamp_port_forward(settings)) is not None:
         pulumi.export("headlampCommand", port_forward)
+if cluster.prepared_image is not None:
+    image = cluster.prepared_image
+    pulumi.export("preparedImage", {"volume": image.volume, "sizeBytes": image.size_bytes, "built": image.built})

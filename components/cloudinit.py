@@ -26,10 +26,13 @@ class Seed:
     """Login user, with passwordless sudo."""
     ssh_public_key: str
     """The user's authorised key."""
+    install_guest_agent: bool = True
+    """Install qemu-guest-agent at first boot; False where the image has it (a prepared image): installing
+    means an `apt-get update` first, which on a prepared image's mirror sources fetches every index."""
 
 
 def user_data(seed: Seed) -> str:
-    """#cloud-config: hostname, the SSH user with its key and sudo, qemu-guest-agent."""
+    """#cloud-config: hostname, the SSH user with its key and sudo, qemu-guest-agent (installed unless the image has it)."""
     document = {
         "hostname": seed.hostname,
         "fqdn": f"{seed.hostname}.{seed.domain}",
@@ -46,7 +49,7 @@ def user_data(seed: Seed) -> str:
             }
         ],
         "ssh_pwauth": False,
-        "packages": ["qemu-guest-agent"],
+        **({"packages": ["qemu-guest-agent"]} if seed.install_guest_agent else {}),
         "runcmd": [["systemctl", "enable", "--now", "qemu-guest-agent"]],
     }
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)

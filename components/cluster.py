@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
+from pathlib import Path
+
 import pulumi
 import pulumi_libvirt as libvirt
 from pulumi_command import remote
 
 from providers.kubernetes_version import KubernetesVersion
+from providers.prepared_image import PreparedImage
 
-from . import kubeadm, procedure
+from . import cloudinit, kubeadm, procedure
 from .config import Settings, libvirt_name
 from .control_plane import ControlPlane
 from .network import Network, NetworkArgs
 from .node import NodeArgs, ResizeOptIn, VmPlatform
 from .rollout import Rollout
-from .stage import Host, StageContext, in_scope, run_stages
+from .stage import SSH_OPTIONS, Host, StageContext, in_scope, run_stages
 from .worker import Worker
 
 
@@ -28,7 +32,9 @@ class Cluster(pulumi.ComponentResource):
     network: Network
     """The NAT network."""
     base_volume: libvirt.Volume
-    """Base OS image, shared by every node's root volume."""
+    """Base OS image, shared by every node's root volume (or, with `image.prepared`, under the prepared image's build)."""
+    prepared_image: PreparedImage | None
+    """The prepared node image every node is cloned from (None without `image.prepared`)."""
     control_planes: list[ControlPlane]
     """The control-plane nodes; the first, the leader, runs kubeadm init."""
     workers: list[Worker]
@@ -80,10 +86,18 @@ class Cluster(pulumi.ComponentResource):
             format="qcow2",
             opts=child,
         )
+        self.prepared_image = None
+        if settings.image.prepared:
+            self.prepared_image = PreparedImage(
+                f"{name}-prepared-image", prepared_image_inputs(settings, self.base_volume, self.network),
+                # A refused version change builds nothing.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.kubernetes_version] if self.kubernetes_version else None),
+            )
         platform = VmPlatform(
             stack=settings.stack,
             pool=settings.libvirt.pool,
-            base_volume=self.base_volume,
+            base_volume=self.prepared_image.volume if self.prepared_image else self.base_volume.id,
+            base_is_prepared=self.prepared_image is not None,
             image=settings.image,
             network=self.network,
             dns_domain=settings.network.domain,
@@ -136,6 +150,7 @@ class Cluster(pulumi.ComponentResource):
                 "kubeconfig": self.kubeconfig,
                 "join_command": self.join_command,
                 "headlamp_token": self.headlamp_token,
+                "prepared_image": self.prepared_image.volume if self.prepared_image else None,
             }
         )
 
@@ -143,3 +158,44 @@ class Cluster(pulumi.ComponentResource):
     def leader(self) -> ControlPlane:
         """The control plane that bootstrapped the cluster."""
         return self.control_planes[0]
+
+
+def base_identity(source: str) -> str:
+    """What tells one base image from another: a URL as it is, a local file by its path, size and time."""
+    if "://" in source:
+        return source
+    stat = Path(source).expanduser().stat()
+    return f"{source} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def builder_address(settings: Settings) -> IPv4Address:
+    """The prepared image's builder's address: the subnet's last that no node has."""
+    taken = {node.ip for node in settings.nodes}
+    return next(ip for ip in reversed(list(settings.network.subnet.hosts())) if ip not in taken)
+
+
+def prepared_image_inputs(settings: Settings, base_volume: libvirt.Volume, network: Network) -> dict:
+    """The prepared image's build, from the stack's base volume on the node network (providers/prepared_image.py)."""
+    seed = cloudinit.Seed(
+        hostname=procedure.PREPARED_IMAGE_BUILDER, domain=settings.network.domain,
+        instance_id=libvirt_name(settings.stack, procedure.PREPARED_IMAGE_BUILDER),
+        ssh_user=settings.ssh.user, ssh_public_key=settings.ssh.public_key,
+    )
+    image = settings.image
+    return {
+        "base_identity": base_identity(image.source),
+        "kernel": image.kernel, "initrd": image.initrd, "cmdline": image.cmdline,
+        # Every node's disk is at least as big as the image under it.
+        "disk_gib": min(node.disk_gib for node in settings.nodes),
+        "scripts": procedure.prepared_image_scripts(settings),
+        "uri": settings.libvirt.uri,
+        "pool": settings.libvirt.pool,
+        "network": network.network.name,
+        "builder_ip": str(builder_address(settings)),
+        "base_volume": base_volume.id,
+        "seed_path": str(cloudinit.write_seed_image(seed, settings.work_dir / "cloud-init")),
+        "ssh_user": settings.ssh.user,
+        "private_key_path": str(settings.ssh.private_key_path.expanduser()),
+        "ssh_options": list(SSH_OPTIONS),
+        "boot_timeout_seconds": settings.libvirt.boot_timeout_seconds,
+    }

@@ -176,6 +176,12 @@ class Image(_Section):
     )
     initrd: Optional[str] = Field(None, description="initrd for direct kernel boot; set with `kernel`")
     cmdline: str = Field("", description="kernel command line for direct kernel boot")
+    prepared: bool = Field(
+        False,
+        description="clone every node from a prepared image: this image with the OS prep, containerd, the kube packages "
+        "and every image the cluster runs already in it, built once per inputs and kept in the pool as a cache "
+        "(README: Prepared node image)",
+    )
 
 
 class Ssh(_Section):

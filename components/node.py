@@ -50,8 +50,10 @@ class VmPlatform:
     """Prefix of every libvirt object name, so that stacks never collide on a host."""
     pool: str
     """Storage pool of the volumes."""
-    base_volume: libvirt.Volume
-    """Base OS image under each copy-on-write root disk."""
+    base_volume: pulumi.Input[str]
+    """The volume under each copy-on-write root disk: the base OS image, or the prepared image."""
+    base_is_prepared: bool
+    """Whether it is the prepared image, which follows the cluster's inputs (see Node)."""
     image: Image
     """Boot options of the base image (direct kernel boot or not)."""
     network: Network
@@ -113,10 +115,12 @@ class Node(pulumi.ComponentResource):
             f"{name}-root",
             name=libvirt_name(platform.stack, f"{spec.name}-root.qcow2"),
             pool=platform.pool,
-            base_volume_id=platform.base_volume.id,
+            base_volume_id=platform.base_volume,
             format="qcow2",
             size=spec.disk_gib * GIB,
-            opts=child,
+            # A new prepared image (a version change, say) is for new nodes: a node keeps its disk
+            # and follows the upgrade procedure. The old image stays in the pool under it.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["base_volume_id"] if platform.base_is_prepared else None),
         )
         seed = cloudinit.Seed(
             hostname=spec.name,
@@ -124,6 +128,7 @@ class Node(pulumi.ComponentResource):
             instance_id=libvirt_name(platform.stack, spec.name),
             ssh_user=platform.ssh.user,
             ssh_public_key=platform.ssh.public_key,
+            install_guest_agent=not platform.base_is_prepared,
         )
         # A plain volume, not a libvirt.CloudInitDisk: reading one of those back downloads
         # it, and a download can hang or truncate when others run (go-libvirt streams).

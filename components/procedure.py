@@ -16,14 +16,16 @@ node installs the configured version, so only a version change gives them work.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import pulumi
+import yaml
 
 from . import addons, kubeadm, registries
 from .config import Settings
-from .scripts import Value
-from .stage import ON_CONTROL_PLANE, ON_NODE_IF_REACHABLE, Stage, StageContext, Undo
+from .scripts import Value, as_root, render
+from .stage import ON_CONTROL_PLANE, ON_NODE_IF_REACHABLE, Host, Stage, StageContext, Undo, in_scope
 
 VM = "vm"
 BOOTSTRAP_TOKEN = "bootstrap-token"
@@ -53,6 +55,7 @@ def os_prep_params(settings: Settings, ip: str, ports: tuple[str, ...]) -> dict[
         "DNS_DOMAIN": settings.network.domain,
         "FIREWALL": settings.firewall,
         "FIREWALL_PORTS": list(ports),
+        "NODE_IDENTITY": True,
     }
 
 
@@ -280,3 +283,58 @@ CLUSTER = (
 )
 
 ROLES = {"control plane": CONTROL_PLANE, "worker": WORKER, "cluster": CLUSTER}
+
+
+def fetched_manifests(settings: Settings) -> list[tuple[str, str]]:
+    """(URL, kustomization) of every manifest the cluster's stages fetch and apply (the pod network's, the addons')."""
+    context = StageContext(settings, settings.control_plane, Host(settings.control_plane.name, None), "")
+    found = []
+    for stage in CONTROL_PLANE + CLUSTER:
+        params = stage.params(context) if stage.wanted(settings) else {}
+        if "MANIFEST_URL" in params:
+            found.append((params["MANIFEST_URL"], params["KUSTOMIZATION"]))
+    return found
+
+
+def preload_params(settings: Settings) -> dict[str, Value]:
+    manifests = fetched_manifests(settings)
+    return {
+        "IMAGE_REPOSITORY": settings.mirrors.image_repository,
+        "IMPLIED_REGISTRY": registries.IMPLIED_REGISTRY,
+        "MANIFEST_URLS": [url for url, _ in manifests],
+        "KUSTOMIZATIONS": [kustomization for _, kustomization in manifests],
+        # The file each kustomization names as its resource.
+        "MANIFEST_FILES": [yaml.safe_load(kustomization)["resources"][0] for _, kustomization in manifests],
+    }
+
+
+PREPARED_IMAGE_BUILDER = "image-builder"
+"""The node name in the log lines of a prepared image's build."""
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """One script of a prepared image's build."""
+
+    script: str
+    scope: str
+    """The first scope (stage.SCOPES) that includes it."""
+    params: Callable[[Settings], dict[str, Value]]
+
+
+# What a prepared image's builder runs, in order: the procedure's part that does not depend on
+# the node, up to every image in containerd, then the seal (providers/prepared_image.py).
+PREPARED_IMAGE_BUILD = (
+    BuildStep("os-prep", "os-prep", lambda _: {"NODE_IDENTITY": False}),
+    BuildStep("packages", "kubernetes", packages_params),
+    BuildStep("preload-images", "kubernetes", preload_params),
+    BuildStep("seal-image", "os-prep", lambda s: {"SSH_USER": s.ssh.user}),
+)
+
+
+def prepared_image_scripts(settings: Settings) -> list[str]:
+    """The build's scripts in the stack's scope, each as the SSH command that runs it as root."""
+    return [
+        as_root(render(step.script, PREPARED_IMAGE_BUILDER, step.params(settings)))
+        for step in PREPARED_IMAGE_BUILD if in_scope(step.scope, settings.scope)
+    ]

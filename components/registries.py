@@ -15,6 +15,8 @@ from .config import RegistryAccess
 PULL_CAPABILITIES = ["pull", "resolve"]
 # Where a registry's API lives when it differs from the name images use.
 API_SERVERS = {"docker.io": "https://registry-1.docker.io"}
+IMPLIED_REGISTRY = "docker.io"
+"""The registry of an image name that names none, as the kubelet and containerd's CRI read it."""
 
 
 def _toml(value: object) -> str:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stage os-prep (every node): swap off, firewall, SELinux, hostname and hosts
-# entry, kernel modules and sysctls for Kubernetes networking.
+# entry, kernel modules and sysctls for Kubernetes networking. With NODE_IDENTITY
+# off (a prepared image's build) only what does not depend on the node.
 set -euo pipefail
 # @parameters
 
@@ -95,11 +96,13 @@ wait_for_cloud_init() {
 main() {
   wait_for_cloud_init
   disable_swap
-  configure_firewall
   set_selinux_permissive
-  set_hostname
   load_kernel_modules
   set_sysctls
+  if ((NODE_IDENTITY)); then
+    configure_firewall
+    set_hostname
+  fi
   log "done"
 }
 

@@ -38,6 +38,15 @@ ensure_apt_lists() {
   fi
 }
 
+# apt only for what is missing: on a prepared image nothing is, and apt takes long under emulation.
+install_missing() {
+  local package missing=()
+  for package in "$@"; do
+    [[ -n "$(installed_version "$package")" ]] || missing+=("$package")
+  done
+  ((${#missing[@]} == 0)) || apt_get install "${missing[@]}"
+}
+
 # A fresh node gets the configured version. On a node that has them, the kube
 # packages change only through the upgrade stages, control plane first: moving
 # every kubelet at once would run kubelets newer than the API server.
@@ -200,7 +209,7 @@ install_containerd() {
 main() {
   set_os_mirror
   ensure_apt_lists
-  apt_get install ca-certificates curl gpg
+  install_missing ca-certificates curl gpg
   install_kube_packages
   install_containerd
   log "done"

@@ -21,12 +21,15 @@ import os
 import subprocess
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
+from benchmarks import critical_path
+from providers.prepared_image import PREFIX as PREPARED_PREFIX
 from tests.e2e.stack import STACK, E2eStack, Up, e2e_config, e2e_project, require_e2e_prerequisites
 from tests.harness.libvirt_netns import LibvirtNetns
 from tests.mirror import SERVE, kit_served, registry_tags
@@ -34,7 +37,16 @@ from tests.program import PROJECT_DIR, load_stack_config
 from tests.pulumi_cli import require
 
 KIT = PROJECT_DIR / ".cache" / "mirror"
+# Where an up's events and state are kept for benchmarks/critical_path.py.
+RUN_RECORD = PROJECT_DIR / ".cache" / "e2e"
 REGISTRY_PORT = 5000
+# What a node reports of its identity, one line each: machine-id, hostname, cloud-init instance, SSH host key.
+IDENTITY = ("cat /etc/machine-id; hostname; sudo cat /var/lib/cloud/data/instance-id; "
+            "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
+# What the image checks read offline from a prepared image.
+IMAGE_FILES = ("/etc/machine-id", "/etc/hostname")
+IMAGE_DIRECTORIES = ("/etc/ssh", "/etc/kubernetes", "/var/lib/kubelet", "/home", "/var/lib/cloud", "/usr/bin",
+                     "/var/lib/containerd/io.containerd.content.v1.content/blobs/sha256")
 
 
 def gateway_of(config: dict) -> str:
@@ -90,6 +102,19 @@ def kit_missing(version: str) -> str | None:
     if not list((KIT / "www" / "kubernetes").glob(f"v*/deb/*/kubeadm_{version}-*.deb")):
         return f"the mirror kit has no Kubernetes {version}: run tools/mirror-kit/build.sh again"
     return None
+
+
+def identity_left_in(files: dict) -> list[str]:
+    """What of a node's identity the prepared image's files (RunningCluster.read_prepared_image) still hold."""
+    left = [f"machine-id {files['/etc/machine-id']!r}"] if files["/etc/machine-id"] else []
+    if files["/etc/hostname"].strip() != "localhost":
+        left.append(f"hostname {files['/etc/hostname'].strip()!r}")
+    left += sorted(f"/etc/ssh/{name}" for name in files["/etc/ssh"] if name.startswith("ssh_host_"))
+    left += sorted(f"/var/lib/kubelet/{name}" for name in files["/var/lib/kubelet"] & {"pki", "config.yaml"})
+    left += sorted(f"/etc/kubernetes/{name}" for name in files["/etc/kubernetes"] - {"manifests"})
+    left += [f"/home/{name}" for name in sorted(files["/home"])]
+    left += ["/var/lib/cloud/instance"] if "instance" in files["/var/lib/cloud"] else []
+    return left
 
 
 def busybox_image(registry: str = REGISTRY) -> str:
@@ -157,13 +182,50 @@ class RunningCluster(E2eStack):
                 self.report(f"    {name}: {seconds} s")
 
     def destroy_leaves_nothing(self) -> None:
-        """`pulumi destroy`, then libvirt as before the stack, the kit stopped and no process left in the namespace."""
+        """`pulumi destroy`, then libvirt as before the stack but for the prepared image (a cache, kept when
+        the stack has one), the kit stopped and no process left in the namespace."""
         start = time.monotonic()
         self.pulumi("destroy", "--yes", "--skip-preview", timeout=1800)
         self.report(f"pulumi destroy: {time.monotonic() - start:.0f} s")
-        assert self.namespace.snapshot() == self.before
+        after = self.namespace.snapshot()
+        kept = {volume for volume in after.volumes - self.before.volumes if volume[1].startswith(PREPARED_PREFIX)}
+        assert bool(kept) == self.settings.image.prepared, kept
+        assert replace(after, volumes=after.volumes - kept) == self.before
         subprocess.run([str(SERVE), "--stop"], capture_output=True, timeout=60, check=True)
         assert self.stray_processes() == set()
+
+    def keep_for_the_critical_path(self, up: Up, name: str) -> None:
+        """The up's engine events and the state as RUN_RECORD/<name>.{events.jsonl,state.json}, and their report."""
+        RUN_RECORD.mkdir(parents=True, exist_ok=True)
+        events, state = RUN_RECORD / f"{name}.events.jsonl", RUN_RECORD / f"{name}.state.json"
+        events.write_text("".join(json.dumps(event) + "\n" for event in up.events))
+        state.write_text(json.dumps(self.project.export_state()))
+        for line in critical_path.report(critical_path.steps_of(up.events), json.loads(state.read_text())):
+            self.report(line)
+
+    def prepared_image(self) -> dict:
+        """The stack's `preparedImage` output: volume, sizeBytes, built."""
+        return json.loads(self.project.pulumi("stack", "output", "preparedImage", "--json").stdout)
+
+    def identity(self, ip: str) -> list[str]:
+        return self.ssh(ip, IDENTITY).stdout.splitlines()
+
+    def read_prepared_image(self, workdir: Path) -> dict[str, object]:
+        """From a raw copy of the prepared image, read with debugfs: each of IMAGE_FILES' content and
+        each of IMAGE_DIRECTORIES' names."""
+        raw = workdir / "prepared.raw"
+        self.namespace.run(["qemu-img", "convert", "-O", "raw", self.prepared_image()["volume"], str(raw)], timeout=900)
+
+        def debugfs(request: str) -> str:
+            return subprocess.run(["debugfs", "-R", request, str(raw)], capture_output=True, text=True, check=True).stdout
+
+        found: dict[str, object] = {path: debugfs(f"cat {path}") for path in IMAGE_FILES}
+        for directory in IMAGE_DIRECTORIES:
+            # `ls -p`: one /inode/mode/uid/gid/name/size/ line per entry.
+            names = {line.strip("/").split("/")[4] for line in debugfs(f"ls -p {directory}").splitlines() if line.count("/") >= 6}
+            found[directory] = names - {".", ".."}
+        raw.unlink()
+        return found
 
     def report_control_plane_start(self) -> None:
         health = self.ssh(str(self.settings.control_plane.ip),
@@ -173,17 +235,17 @@ class RunningCluster(E2eStack):
 
 @contextmanager
 def cluster_on_kit(ssh_keys, workdir: Path, report: Callable[[str], None], stack: str = "dev", workers: int = 1,
-                   addons: dict | None = None, **kubernetes) -> Iterator[RunningCluster]:
+                   addons: dict | None = None, image: dict | None = None, **kubernetes) -> Iterator[RunningCluster]:
     """The e2e stack made from a committed stack (dev unless named) with `stages: kubernetes`, `workers`
-    workers, `addons` keys on top of its own and `kubernetes` keys on top of the emulation settings; its
-    network up and the kit serving on the gateway; no node yet. Destroyed on the way out, whatever
-    happened in between."""
+    workers, `addons` and `image` keys on top of its own and `kubernetes` keys on top of the emulation
+    settings; its network up and the kit serving on the gateway; no node yet. Destroyed on the way out,
+    whatever happened in between."""
     require_e2e_prerequisites()
     require(kit_missing(kubernetes.get("version", load_stack_config("dev")["kubernetes"]["version"])))
     with LibvirtNetns() as namespace:
         config = e2e_config(ssh_keys, stack)
         config.update(stages="kubernetes", workers={**config["workers"], "count": workers},
-                      addons={**config.get("addons", {}), **(addons or {})},
+                      addons={**config.get("addons", {}), **(addons or {})}, image={**config["image"], **(image or {})},
                       kubernetes={**config.get("kubernetes", {}), **EMULATION_SETTINGS, **kubernetes})
         project = e2e_project(namespace, workdir, config)
         running = RunningCluster(namespace, project, config, ssh_keys, report)

@@ -66,7 +66,8 @@ def e2e_config(keys, stack: str = "dev") -> dict:
     """A committed stack (the dev stack unless named), changed only where this machine requires it."""
     config = load_stack_config(stack)
     private, public = keys
-    config["image"] = {"source": str(IMAGE), "kernel": str(KERNEL), "initrd": str(INITRD), "cmdline": E2E_CMDLINE}
+    config["image"] = {**config.get("image", {}), "source": str(IMAGE), "kernel": str(KERNEL), "initrd": str(INITRD),
+                       "cmdline": E2E_CMDLINE}
     config["ssh"] = {"user": "kube", "privateKeyPath": str(private), "publicKeyPath": str(public)}
     config["stages"] = "os-prep"
     # Four guests boot at once under software emulation on two cores: minutes, not seconds.

@@ -1,7 +1,8 @@
 """The learning cluster end to end, in every CI run: the `single` stack (one schedulable control
-plane) on the mirror kit, through every stage to Ready with the metrics and storage addons, then
-`kubectl top`, a volume that outlives its pod, DNS, the dashboard's manifests and RBAC against the
-real API, idempotence and a clean destroy (setting: tests/e2e/cluster.py).
+plane, cloned from a prepared image that its first up builds) on the mirror kit, through every stage
+to Ready with the metrics and storage addons, then the image and the node's own identity, `kubectl
+top`, a volume that outlives its pod, DNS, the dashboard's manifests and RBAC against the real API,
+idempotence and a clean destroy that keeps the image (setting: tests/e2e/cluster.py).
 
 Headlamp's image is not in a kit built here (its source is refused by the Go module proxy, so only
 `fill-from-upstream.sh` on a connected machine copies it): the stack's dashboard is turned off, and its
@@ -12,7 +13,6 @@ role bindings are applied for real and asked what they may do.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import subprocess
 import time
@@ -20,19 +20,17 @@ import time
 import pytest
 import yaml
 
-from benchmarks import critical_path
 from components import addons
-from components.config import parse
-from tests.e2e.cluster import CONTROL_PLANE, busybox_image, cluster_on_kit, kubectl_binary
+from components.config import libvirt_name, parse
+from providers.prepared_image import PREFIX as PREPARED_PREFIX
+from tests.e2e.cluster import CONTROL_PLANE, busybox_image, cluster_on_kit, identity_left_in, kubectl_binary
 from tests.e2e.stack import STACK, reporter
-from tests.program import PROJECT_DIR
 
 pytestmark = pytest.mark.e2e
 
 # The stack's Headlamp switch is the single stack's own (on); the kit cannot serve its image.
 WITHOUT_DASHBOARD = {"headlamp": False}
 BUSYBOX = "/bin/busybox"
-RUN_RECORD = PROJECT_DIR / ".cache" / "e2e"
 # Under emulation metrics-server's first scrape, and the API server's view of it, take a while.
 METRICS_SECONDS = 600
 
@@ -49,18 +47,8 @@ def single(ssh_keys, tmp_path_factory, request):
         assert running.first_up.returncode == 0, running.first_up.diagnostics()[-8000:]
         running.report(f"from the first pulumi up to Ready with addons: {time.monotonic() - start:.0f} s")
         running.report_control_plane_start()
-        keep_for_the_critical_path(running)
+        running.keep_for_the_critical_path(running.first_up, "single-up")
         yield running
-
-
-def keep_for_the_critical_path(running) -> None:
-    """The up's engine events and the state, where benchmarks/critical_path.py reads them, and its report."""
-    RUN_RECORD.mkdir(parents=True, exist_ok=True)
-    events, state = RUN_RECORD / "single-up.events.jsonl", RUN_RECORD / "single-up.state.json"
-    events.write_text("".join(json.dumps(event) + "\n" for event in running.first_up.events))
-    state.write_text(json.dumps(running.project.export_state()))
-    for line in critical_path.report(critical_path.steps_of(running.first_up.events), json.loads(state.read_text())):
-        running.report(line)
 
 
 def pod(name: str, image: str, command: list[str], volume_claim: str | None = None) -> dict:
@@ -92,6 +80,22 @@ def test_the_node_is_ready_and_schedulable_and_the_api_ready(single):
     # minikube style: the control plane's taint is gone, so workloads run on it.
     assert not [t for t in node["spec"].get("taints", []) if t["key"] == "node-role.kubernetes.io/control-plane"]
     single.wait_for_readyz()
+
+
+def test_the_node_is_a_clone_of_the_prepared_image_with_an_identity_of_its_own(single, tmp_path):
+    image = single.prepared_image()
+    assert image["built"] is True and image["volume"].rsplit("/", 1)[-1].startswith(PREPARED_PREFIX), image
+    files = single.read_prepared_image(tmp_path)
+    single.report(f"prepared image: {image['sizeBytes'] / 2**30:.2f} GiB in the pool, "
+                  f"built in {single.first_up.durations()['k8s-prepared-image']} s")
+    assert identity_left_in(files) == []
+    assert {"kubeadm", "kubelet", "kubectl", "containerd"} <= files["/usr/bin"]
+    machine_id, hostname, instance_id, _host_key, *_ = single.identity(str(single.settings.control_plane.ip))
+    assert re.fullmatch(r"[0-9a-f]{32}", machine_id) and hostname == CONTROL_PLANE, (machine_id, hostname)
+    assert instance_id == libvirt_name(STACK, CONTROL_PLANE)
+    # Its stages found the packages in place.
+    assert re.search(rf"\[packages {CONTROL_PLANE}\] kubeadm \S+, kubelet \S+, kubectl \S+ installed",
+                     single.first_up.diagnostics())
 
 
 def test_coredns_answers_a_pod(single):

@@ -237,7 +237,7 @@ def installed(filled: Fill, tmp_path_factory) -> Iterator[tuple[Node, subprocess
         (node.root / "tmp" / "packages.sh").write_text(render("packages", "k8smaster", params))
         start = time.monotonic()
         result = node.sh("KVMK_SOURCE_ONLY=1; source /tmp/packages.sh; set_os_mirror; ensure_apt_lists; "
-                         "apt_get install ca-certificates curl gpg; install_kube_packages; install_containerd_package")
+                         "install_missing ca-certificates curl gpg; install_kube_packages; install_containerd_package")
         print(f"install from the filled copy: {time.monotonic() - start:.1f}s")
         yield node, result
 

@@ -108,7 +108,7 @@ def updated(served: Served) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def base_install(served: Served, updated) -> subprocess.CompletedProcess:
     """The packages stage's first install (main: ca-certificates curl gpg)."""
-    return served.stage("ensure_apt_lists; apt_get install ca-certificates curl gpg")
+    return served.stage("ensure_apt_lists; install_missing ca-certificates curl gpg")
 
 
 @pytest.fixture(scope="module")

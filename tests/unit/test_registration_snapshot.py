@@ -35,6 +35,7 @@ CASES = {
     "dev-os-prep": ("dev", dev_with(stages="os-prep")),
     "dev-kernel-boot": ("dev", dev_with(image={"source": "https://example.test/debian.qcow2", "kernel": "/srv/vmlinuz",
                                                "initrd": "/srv/initrd.img", "cmdline": "root=/dev/vda rw console=ttyS0"})),
+    "dev-prepared": ("dev", dev_with(image={"source": "https://example.test/debian.qcow2", "prepared": True})),
 }
 
 

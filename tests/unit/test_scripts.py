@@ -19,7 +19,7 @@ from components.procedure import packages_params
 from components.scripts import SCRIPTS_DIR, render
 from components.stage import in_scope
 from tests.conftest import with_keys
-from tests.program import LOCAL_COMMAND, PROJECT_DIR, load_stack_config, run_program
+from tests.program import DYNAMIC, LOCAL_COMMAND, PROJECT_DIR, load_stack_config, run_program
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 STAGES = sorted(p.stem for p in SCRIPTS_DIR.glob("*.sh") if p.name != "lib.sh")
@@ -32,26 +32,34 @@ def dev_settings(ssh_keys):
 
 @pytest.fixture(scope="module")
 def rendered_scripts(ssh_keys) -> dict[str, str]:
-    """Every script the dev stack sends with every addon on, keyed by resource and field, unwrapped from `sudo bash -c`."""
-    run = run_program({**with_keys(load_stack_config("dev"), ssh_keys), "addons": {"headlamp": True}})
+    """Every script the dev stack sends with every addon and the prepared image on, keyed by resource and
+    field (or build step), unwrapped from `sudo bash -c`."""
+    config = with_keys(load_stack_config("dev"), ssh_keys)
+    run = run_program({**config, "addons": {"headlamp": True}, "image": {**config.get("image", {}), "prepared": True}})
     assert run.error is None, run.error
-    scripts = {}
+    lines = {}
     for command in run.stage_commands():
         for field in ("create", "update", "delete"):
             line = command.inputs.get(field)
             if line:
                 if command.type == LOCAL_COMMAND:  # `… exec ssh … user@node 'sudo -n bash -c …'`
                     line = shlex.split(line)[-1]
-                argv = shlex.split(line)
-                assert argv[:4] == ["sudo", "-n", "bash", "-c"] and len(argv) == 5, command.urn
-                scripts[f"{command.name}.{field}"] = argv[4]
+                lines[f"{command.name}.{field}"] = line
+    (image,) = [r for r in run.registrations if r.type == DYNAMIC and r.name.endswith("-prepared-image")]
+    lines.update({f"{image.name}.{index}": line for index, line in enumerate(image.inputs["scripts"])})
+    scripts = {}
+    for key, line in lines.items():
+        argv = shlex.split(line)
+        assert argv[:4] == ["sudo", "-n", "bash", "-c"] and len(argv) == 5, key
+        scripts[key] = argv[4]
     return scripts
 
 
 def declared_scripts(scope: str = "kubernetes") -> set[str]:
     """Every script the procedure runs in `scope`: stages that create, and undo scripts."""
     stages = [stage for role in procedure.ROLES.values() for stage in role if in_scope(stage.scope, scope)]
-    return {s.name for s in stages if s.creates} | {s.undo.script for s in stages if s.undo}
+    build = {step.script for step in procedure.PREPARED_IMAGE_BUILD if in_scope(step.scope, scope)}
+    return {s.name for s in stages if s.creates} | {s.undo.script for s in stages if s.undo} | build
 
 
 def test_every_stage_file_is_declared_by_the_procedure():
@@ -72,7 +80,7 @@ def test_every_stage_file_starts_strict():
 
 
 def test_rendered_scripts_pass_bash_n(rendered_scripts, tmp_path):
-    assert len(rendered_scripts) == 52
+    assert len(rendered_scripts) == 56
     for key, script in rendered_scripts.items():
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{key}: {result.stderr}"
@@ -638,3 +646,17 @@ def test_flannel_waits_until_the_api_answers_at_its_service_address(tmp_path, an
     assert calls.read_text().splitlines()[0] == "--server=https://10.96.0.1:443 --request-timeout=10s get --raw=/readyz"
     if expected_rc:
         assert "does not answer at its Service address https://10.96.0.1:443 after 0s" in result.stderr
+
+
+@pytest.mark.parametrize("image, reference", [
+    ("busybox:1.36", "docker.io/library/busybox:1.36"),
+    ("rancher/local-path-provisioner:v0.0.30", "docker.io/rancher/local-path-provisioner:v0.0.30"),
+    ("ghcr.io/flannel-io/flannel:v0.27.4", "ghcr.io/flannel-io/flannel:v0.27.4"),
+    ("192.168.56.1:5000/metrics-server:v0.8.0", "192.168.56.1:5000/metrics-server:v0.8.0"),
+    ("localhost/pause:3.10", "localhost/pause:3.10"),
+])
+def test_preloaded_images_are_pulled_by_the_reference_the_kubelet_resolves(image, reference, dev_settings, tmp_path):
+    script = render("preload-images", procedure.PREPARED_IMAGE_BUILDER, procedure.preload_params(dev_settings))
+    result = source_and_run(script, f"full_reference {shlex.quote(image)}", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == reference

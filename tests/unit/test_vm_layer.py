@@ -200,3 +200,22 @@ def test_direct_kernel_boot_is_an_ordinary_image_option(dev_config):
     for domain in run.of_type(DOMAIN):
         assert domain.inputs["kernel"] == "/srv/vmlinuz" and domain.inputs["initrd"] == "/srv/initrd.img", domain.urn
         assert domain.inputs["cmdlines"] == [{"console": "ttyS0", "root": "/dev/vda"}, {"_": "rw"}], domain.urn
+
+
+def test_on_a_prepared_image_the_nodes_install_no_guest_agent_the_builder_does(ssh_keys):
+    config = with_keys(load_stack_config("dev"), ssh_keys)
+    run = run_program({**config, "image": {**config["image"], "prepared": True}})
+    assert run.error is None, run.error
+    seeds = volumes_by_role(run)[2]
+    assert len(seeds) == 4
+    for seed in seeds:
+        document = yaml.safe_load(read_seed_image(seed.inputs["source"])[1]["user-data"])
+        # The image has it, and installing would first fetch every index of the image's apt sources.
+        assert "packages" not in document, seed.urn
+        assert ["systemctl", "enable", "--now", "qemu-guest-agent"] in document["runcmd"], seed.urn
+    (image,) = [r for r in run.registrations if r.type == DYNAMIC and r.name == "k8s-prepared-image"]
+    builder = yaml.safe_load(read_seed_image(image.inputs["seed_path"])[1]["user-data"])
+    assert builder["packages"] == ["qemu-guest-agent"] and builder["hostname"] == "image-builder"
+    # A new prepared image is for new nodes (the base volume is unknown under mocks: found by name).
+    roots = [v for v in run.of_type(VOLUME) if v.inputs["name"].endswith("-root.qcow2")]
+    assert len(roots) == 4 and all(root.ignore_changes == ["baseVolumeId"] for root in roots)
