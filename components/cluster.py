@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class Cluster(pulumi.ComponentResource):
         # runs: every Kubernetes stage waits for it.
         self.kubernetes_version = None
         if in_scope("kubernetes", settings.scope):
+            # A cluster without a VIP records neither, so that its record stays as it was.
+            with_vip = settings.vip is not None
             self.kubernetes_version = KubernetesVersion(
                 f"{name}-kubernetes-version",
                 version=settings.kubernetes.version,
@@ -61,6 +64,8 @@ class Cluster(pulumi.ComponentResource):
                 workers=[worker.name for worker in settings.workers],
                 concurrency=settings.kubernetes.upgrade_concurrency,
                 config_key=f"{settings.project}:kubernetes.version",
+                control_planes=[node.name for node in settings.joining_control_planes] if with_vip else None,
+                endpoint=kubeadm.api_endpoint(settings) if with_vip else None,
                 opts=pulumi.ResourceOptions(parent=self),
             )
         # An explicit provider, so the configured URI (not ambient provider config) is used;
@@ -107,24 +112,42 @@ class Cluster(pulumi.ComponentResource):
         )
         spec = settings.control_plane
         version = self.kubernetes_version
+        resize = ResizeOptIn(settings.allow_control_plane_replace, f"{settings.project}:controlPlane")
         leader = ControlPlane(
-            f"{name}-{spec.name}", settings,
-            NodeArgs(spec, platform, ResizeOptIn(settings.allow_control_plane_replace, f"{settings.project}:controlPlane")),
+            f"{name}-{spec.name}", settings, NodeArgs(spec, platform, resize),
             Rollout(version) if version else None,
             opts=child,
         )
         self.control_planes = [leader]
-        # The rollout: each worker after the one `upgradeConcurrency` places ahead (the first ones after the control plane).
+        # One at a time, each after the one before: its join after that one's etcd member is healthy,
+        # its upgrade after that one's.
+        for joining in settings.joining_control_planes:
+            before = self.control_planes[-1]
+            self.control_planes.append(ControlPlane(
+                f"{name}-{joining.name}", settings, NodeArgs(joining, platform, resize),
+                Rollout(version, (before.stages[procedure.UPGRADED],)) if version else None,
+                joins=leader.ticket, turn=(before.stages["etcd-member"],) if "etcd-member" in before.stages else (),
+                opts=child,
+            ))
+        last = self.control_planes[-1]
+        ticket = leader.ticket
+        if ticket is not None and last is not leader:
+            # Workers join once every control plane has.
+            ticket = dataclasses.replace(ticket, prerequisites=(*ticket.prerequisites, last.stages["etcd-member"]))
+        # The rollout: each worker after the one `upgradeConcurrency` places ahead (the first ones after the last control plane).
         self.workers = []
         ahead = settings.kubernetes.upgrade_concurrency
         for index, worker in enumerate(settings.workers):
-            turn = self.workers[index - ahead] if index >= ahead else leader
+            turn = self.workers[index - ahead] if index >= ahead else last
             rollout = Rollout(version, (turn.stages[procedure.UPGRADED],)) if version else None
             self.workers.append(
-                Worker(f"{name}-{worker.name}", settings, NodeArgs(worker, platform), leader.ticket, rollout, opts=child)
+                Worker(f"{name}-{worker.name}", settings, NodeArgs(worker, platform), ticket, rollout, opts=child)
             )
         provided: dict[str, list[pulumi.Resource]] = {
-            procedure.WORKERS: [w.stages[stage] for w in self.workers for stage in ("join", "ready") if stage in w.stages],
+            procedure.JOINED_NODES: [
+                node.stages[stage] for node in (*self.control_planes[1:], *self.workers)
+                for stage in ("join", "ready", "etcd-member") if stage in node.stages
+            ],
         }
         if leader.ticket is not None:
             provided[procedure.POD_NETWORK] = [leader.ticket.pod_network]
@@ -169,8 +192,8 @@ def base_identity(source: str) -> str:
 
 
 def builder_address(settings: Settings) -> IPv4Address:
-    """The prepared image's builder's address: the subnet's last that no node has."""
-    taken = {node.ip for node in settings.nodes}
+    """The prepared image's builder's address: the subnet's last that no node and no VIP has."""
+    taken = {node.ip for node in settings.nodes} | ({settings.vip} if settings.vip else set())
     return next(ip for ip in reversed(list(settings.network.subnet.hosts())) if ip not in taken)
 
 

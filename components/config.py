@@ -102,6 +102,11 @@ class Settings:
     image: Image
     ssh: SshLogin
     control_plane: NodeSpec
+    """The leader: the control plane that runs kubeadm init."""
+    control_planes: tuple[NodeSpec, ...]
+    """Every control plane, the leader first, then in the order they join."""
+    vip: Optional[ipaddress.IPv4Address]
+    """The control plane's virtual IP (controlPlane.vip), or None: the endpoint is then the leader's address."""
     workers: tuple[NodeSpec, ...]
     control_plane_schedulable: bool
     """Remove the control-plane taint so workloads run on it."""
@@ -121,7 +126,12 @@ class Settings:
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:
-        return (self.control_plane, *self.workers)
+        return (*self.control_planes, *self.workers)
+
+    @property
+    def joining_control_planes(self) -> tuple[NodeSpec, ...]:
+        """The control planes that join the leader's cluster, in order."""
+        return self.control_planes[1:]
 
 
 def versioned(url: str, version: str) -> str:
@@ -343,22 +353,70 @@ def check_node_names(problems: _Problems, control_plane: Optional[NodeSpec], wor
             problems.add(path, f"{name!r} is not a valid node name (RFC 1123 label: lowercase letters, digits, '-')")
 
 
+def check_control_plane_count(problems: _Problems, control_plane: ControlPlane) -> None:
+    if control_plane.count % 2 == 0:
+        problems.add(
+            "controlPlane.count",
+            f"{control_plane.count} is even: etcd needs a majority of its members, so an even count tolerates no more "
+            f"failures than one fewer; use {control_plane.count - 1} or {control_plane.count + 1}",
+        )
+    if control_plane.count > 1 and control_plane.vip is None:
+        problems.add("controlPlane.vip", f"required when {problems.key('controlPlane.count')} > 1: the control planes' shared address")
+
+
+def check_firewall_with_vip(problems: _Problems, firewall: Firewall) -> None:
+    if firewall == "open-ports":
+        problems.add(
+            "firewall",
+            f"open-ports cannot be used with {problems.key('controlPlane.vip')}: ufw has no rule for VRRP, which keepalived "
+            "moves the VIP with; use disable",
+        )
+
+
+def check_control_planes_fit(problems: _Problems, network: Network, control_plane: ControlPlane) -> None:
+    room = _room(network, control_plane.ip)
+    if room is not None and room < control_plane.count:
+        problems.add(
+            "controlPlane.count",
+            f"{control_plane.count} control planes from {control_plane.ip} do not fit in {network.subnet} (room for {max(room, 0)})",
+        )
+
+
+def _address_problem(network: Network, ip: ipaddress.IPv4Address) -> Optional[str]:
+    """Why `ip` cannot be a node's or the VIP on `network`, or None."""
+    subnet = network.subnet
+    if ip not in subnet:
+        return f"is outside the node subnet {subnet}"
+    if ip in (subnet.network_address, subnet.broadcast_address):
+        return f"is the network or broadcast address of {subnet}"
+    if ip == network.gateway:
+        return f"is the gateway address of {subnet}"
+    return None
+
+
+def check_vip(problems: _Problems, network: Optional[Network], vip: ipaddress.IPv4Address, nodes: tuple[NodeSpec, ...]) -> None:
+    """The VIP on the node subnet, off its special addresses and every node's (the prepared image's builder
+    takes an address that is neither: cluster.builder_address)."""
+    problem = _address_problem(network, vip) if network is not None else None
+    if problem:
+        problems.add("controlPlane.vip", f"{vip} {problem}")
+    for node in nodes:
+        if node.ip == vip:
+            problems.add("controlPlane.vip", f"{vip} is {node.name}'s address")
+
+
 def check_addresses(
-    problems: _Problems, network: Optional[Network], control_plane: Optional[NodeSpec], workers: tuple[NodeSpec, ...]
+    problems: _Problems, network: Optional[Network], control_planes: tuple[NodeSpec, ...], workers: tuple[NodeSpec, ...]
 ) -> None:
     """Node IPs inside the subnet, off the network/gateway/broadcast addresses; each IP and name used once."""
-    placed = ([("controlPlane.ip", control_plane)] if control_plane else []) + [("workers.firstIp", w) for w in workers]
+    placed = [("controlPlane.ip" if index == 0 else "controlPlane.count", node) for index, node in enumerate(control_planes)]
+    placed += [("workers.firstIp", w) for w in workers]
     seen_ips: dict[ipaddress.IPv4Address, str] = {}
     seen_names: set[str] = set()
     for path, node in placed:
-        if network is not None:
-            subnet = network.subnet
-            if node.ip not in subnet:
-                problems.add(path, f"{node.ip} ({node.name}) is outside the node subnet {subnet}")
-            elif node.ip in (subnet.network_address, subnet.broadcast_address):
-                problems.add(path, f"{node.ip} ({node.name}) is the network or broadcast address of {subnet}")
-            elif node.ip == network.gateway:
-                problems.add(path, f"{node.ip} ({node.name}) is the gateway address of {subnet}")
+        problem = _address_problem(network, node.ip) if network is not None else None
+        if problem:
+            problems.add(path, f"{node.ip} ({node.name}) {problem}")
         if node.ip in seen_ips:
             problems.add(path, f"{node.ip} ({node.name}) is already used by {seen_ips[node.ip]}")
         seen_ips.setdefault(node.ip, node.name)
@@ -391,6 +449,14 @@ def _node(name: str, ip: ipaddress.IPv4Address, sizing: ControlPlane | Workers) 
     return NodeSpec(name, ip, sizing.vcpu, sizing.memory_mib, sizing.disk_gib)
 
 
+def _control_plane_nodes(control_plane: ControlPlane, network: Optional[Network]) -> tuple[NodeSpec, ...]:
+    """The leader at `ip` with `name`, then `<name>2`.. at the next addresses; only as many as fit the subnet."""
+    room = None if network is None else _room(network, control_plane.ip)
+    count = control_plane.count if room is None else max(1, min(control_plane.count, room))
+    names = [control_plane.name] + [f"{control_plane.name}{i}" for i in range(2, count + 1)]
+    return tuple(_node(name, control_plane.ip + index, control_plane) for index, name in enumerate(names))
+
+
 def _worker_nodes(workers: Workers, network: Optional[Network]) -> tuple[NodeSpec, ...]:
     """Workers 1..count at consecutive addresses from firstIp; only as many as fit the subnet."""
     if workers.first_ip is None:
@@ -419,17 +485,24 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
     ssh = read_ssh_login(problems, valid["ssh"]) if "ssh" in valid else None
     registries = read_registries(problems, valid["registries"]) if "registries" in valid else ()
 
-    control_plane_node = _node(control_plane.name, control_plane.ip, control_plane) if control_plane else None
+    control_plane_nodes = _control_plane_nodes(control_plane, network) if control_plane else ()
     worker_nodes = _worker_nodes(workers, network) if workers else ()
     if control_plane:
         check_node_minimums(problems, "controlPlane", control_plane)
+        check_control_plane_count(problems, control_plane)
+        if control_plane.vip is not None:
+            check_vip(problems, network, control_plane.vip, (*control_plane_nodes, *worker_nodes))
+            if "firewall" in valid:
+                check_firewall_with_vip(problems, valid["firewall"])
+    if network and control_plane:
+        check_control_planes_fit(problems, network, control_plane)
     if workers:
         check_node_minimums(problems, "workers", workers)
         check_first_worker_address(problems, workers)
     if network and workers:
         check_workers_fit(problems, network, workers)
-    check_node_names(problems, control_plane_node, worker_nodes)
-    check_addresses(problems, network, control_plane_node, worker_nodes)
+    check_node_names(problems, control_plane_nodes[0] if control_plane_nodes else None, worker_nodes)
+    check_addresses(problems, network, control_plane_nodes, worker_nodes)
     if control_plane and {"addons", "scope"} <= valid.keys():
         check_addons(problems, valid["addons"], valid["scope"], worker_nodes, control_plane.schedulable)
 
@@ -444,7 +517,9 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
         network=network,
         image=image,
         ssh=ssh,
-        control_plane=control_plane_node,
+        control_plane=control_plane_nodes[0],
+        control_planes=control_plane_nodes,
+        vip=control_plane.vip,
         workers=worker_nodes,
         control_plane_schedulable=not worker_nodes if control_plane.schedulable is None else control_plane.schedulable,
         allow_control_plane_replace=control_plane.allow_replace,

@@ -194,9 +194,27 @@ class Ssh(_Section):
     )
 
 
+MAX_CONTROL_PLANES = 7
+
+
 class ControlPlane(_Section):
-    name: str = Field("k8smaster", description="hostname and Kubernetes node name of the control-plane VM")
-    ip: Address = Field(description="its fixed address on the node subnet")
+    name: str = Field(
+        "k8smaster",
+        description="hostname and Kubernetes node name of the first control-plane VM (the leader, which runs kubeadm "
+        "init); the others are `<name>2` to `<name><count>`",
+    )
+    ip: Address = Field(description="the leader's fixed address on the node subnet; the others follow consecutively")
+    count: int = Field(
+        1, ge=1, le=MAX_CONTROL_PLANES,
+        description="number of control planes: 1, or an odd number for a highly available control plane behind "
+        "`vip` (etcd needs a majority of its members); see [High availability](#high-availability)",
+    )
+    vip: Optional[Address] = Field(
+        None,
+        description="virtual IP on the node subnet that keepalived moves to a healthy control plane, where haproxy "
+        "spreads the API over every control plane; the cluster's endpoint is `<vip>:8443`. Required when count > 1; "
+        "with one control plane it lets the cluster grow later; cannot be added or changed on a live cluster",
+    )
     vcpu: int = _vcpu(2)
     memory_mib: int = _memory_mib(4096)
     disk_gib: int = _disk_gib(20)

@@ -1,5 +1,6 @@
 """A control-plane node: its VM and the control-plane stages of the procedure. The
-leader (the first control plane) runs kubeadm init and hands out the JoinTicket."""
+leader (the first control plane) runs kubeadm init and hands out the JoinTicket; the
+others join its cluster as control planes with that ticket."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pulumi
 from pulumi_command import remote
 
 from providers.bootstrap_token import BootstrapToken
+from providers.certificate_key import CertificateKey
 
 from . import kubeadm, procedure
 from .config import Settings
@@ -19,20 +21,21 @@ from .stage import Host, StageContext, in_scope, run_stages
 
 
 class ControlPlane(pulumi.ComponentResource):
-    """`k8smaster` in the procedure: the VM, then kubeadm init and what the workers need to join."""
+    """`k8smaster` in the procedure: the VM, then kubeadm init and what the workers need to join;
+    or, behind a VIP, a further control plane that joins it."""
 
     node: Node
     """The control-plane VM."""
     stages: dict[str, remote.Command]
-    """Its stages by name (procedure.CONTROL_PLANE, as far as the stack's scope goes)."""
+    """Its stages by name (procedure.CONTROL_PLANE or JOINING_CONTROL_PLANE, as far as the stack's scope goes)."""
     token: pulumi.Output[str] | None
-    """Bootstrap token (secret; None in an os-prep-only stack)."""
+    """Bootstrap token (secret; the leader's, None in an os-prep-only stack)."""
     ca_hash: pulumi.Output[str] | None
-    """`sha256:<hex>` of the cluster CA's public key (secret)."""
+    """`sha256:<hex>` of the cluster CA's public key (secret; the leader's)."""
     ticket: JoinTicket | None
-    """What a joining node needs from this control plane."""
+    """What a joining node needs from this control plane (the leader's)."""
     kubeconfig: pulumi.Output[str] | None
-    """Admin kubeconfig (secret); its server is the control plane's address."""
+    """Admin kubeconfig (secret; the leader's); its server is the cluster's endpoint."""
 
     def __init__(
         self,
@@ -40,16 +43,30 @@ class ControlPlane(pulumi.ComponentResource):
         settings: Settings,
         node: NodeArgs,
         rollout: Rollout | None,
+        joins: JoinTicket | None = None,
+        turn: tuple[pulumi.Resource, ...] = (),
         opts: pulumi.ResourceOptions | None = None,
     ):
+        """`joins`: the leader's ticket, for a control plane that joins; `turn`: what its join waits for
+        besides (the control plane that joins before it)."""
         super().__init__("kvm:kubeadm:ControlPlane", name, None, opts)
         self.node = Node(f"{name}-node", node, opts=pulumi.ResourceOptions(parent=self))
         host = Host(self.node.name, self.node.connection)
         context = StageContext(settings, node.spec, host, self.node.root_volume.id)
         provided: dict[str, list[pulumi.Resource]] = {procedure.VM: [self.node.domain]}
-        bootstrap_token = None
         if rollout is not None:
             provided[procedure.KUBERNETES_VERSION] = [rollout.version]
+        self.token = self.ca_hash = self.ticket = self.kubeconfig = None
+        if joins is not None:
+            context = dataclasses.replace(context, ticket=joins, lifeline=joins.lifeline)
+            provided[procedure.JOIN_PREREQUISITES] = list(joins.prerequisites)
+            provided[procedure.CONTROL_PLANE_TURN] = list(turn)
+            provided[procedure.ROLLOUT_TURN] = list(rollout.after) if rollout else []
+            self.stages = run_stages(procedure.JOINING_CONTROL_PLANE, name, context, provided, parent=self)
+            self.register_outputs({"ip": self.node.ip})
+            return
+
+        bootstrap_token = None
         if in_scope("kubernetes", settings.scope):
             ttl = settings.kubernetes.token_ttl_hours * 3600
             bootstrap_token = BootstrapToken(
@@ -60,11 +77,16 @@ class ControlPlane(pulumi.ComponentResource):
             context = dataclasses.replace(context, bootstrap_token=bootstrap_token)
         self.stages = run_stages(procedure.CONTROL_PLANE, name, context, provided, parent=self)
 
-        self.token = self.ca_hash = self.ticket = self.kubeconfig = None
         if bootstrap_token is not None:
             self.token = pulumi.Output.secret(bootstrap_token.token)
             self.ca_hash = pulumi.Output.secret(self.stages["ca-hash"].stdout.apply(str.strip))
             self.kubeconfig = pulumi.Output.secret(self.stages["kubeconfig"].stdout)
+            # With a VIP the cluster can have control planes join, now or later.
+            certificate_key = None
+            if settings.vip is not None:
+                certificate_key = pulumi.Output.secret(
+                    CertificateKey(f"{name}-certificate-key", opts=pulumi.ResourceOptions(parent=self)).key
+                )
             self.ticket = JoinTicket(
                 endpoint=kubeadm.api_endpoint(settings),
                 token=self.token,
@@ -73,5 +95,6 @@ class ControlPlane(pulumi.ComponentResource):
                 pod_network=self.stages["cni"],
                 admin=host,
                 lifeline=self.node.domain,
+                certificate_key=certificate_key,
             )
         self.register_outputs({"ip": self.node.ip, "kubeconfig": self.kubeconfig, "ca_hash": self.ca_hash})

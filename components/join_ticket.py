@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import pulumi
 
@@ -28,3 +29,6 @@ class JoinTicket:
     """The control plane, with the admin kubeconfig: drains and deletes a leaving node."""
     lifeline: pulumi.Resource
     """The leader's VM: when it goes, the whole cluster goes, and per-node teardown is skipped."""
+    certificate_key: Optional[pulumi.Output[str]] = None
+    """The key of the control-plane certificates in the kubeadm-certs Secret (secret; with a VIP only):
+    what a control plane needs besides."""

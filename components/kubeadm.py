@@ -21,6 +21,9 @@ KUBEADM_API = "kubeadm.k8s.io/v1beta4"
 KUBELET_API = "kubelet.config.k8s.io/v1beta1"
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 API_SERVER_PORT = 6443
+# Where haproxy serves the API on every control plane, behind the VIP: each node's API server
+# holds 6443 on all its addresses, the VIP's too.
+LOAD_BALANCER_PORT = 8443
 # kubeadm's default wait for a static pod replaced by an upgrade (constants.UpgradeManifestsTimeout).
 UPGRADE_MANIFESTS_TIMEOUT = 300
 # kubeadm's upgrade health check that runs a Job (phases/upgrade/health.go): the plan runs it.
@@ -37,6 +40,9 @@ FLANNEL_IMAGES = {
 
 
 def api_endpoint(settings: Settings) -> str:
+    """The cluster's `controlPlaneEndpoint`: the VIP's load balancer, or without a VIP the leader's API server."""
+    if settings.vip is not None:
+        return f"{settings.vip}:{LOAD_BALANCER_PORT}"
     return f"{settings.control_plane.ip}:{API_SERVER_PORT}"
 
 
@@ -52,6 +58,17 @@ def _node_registration(node: NodeSpec) -> dict[str, Any]:
         # The node's fixed address, not whatever the default route or hostname lookup gives.
         "kubeletExtraArgs": [{"name": "node-ip", "value": str(node.ip)}],
     }
+
+
+def _control_plane_registration(settings: Settings, node: NodeSpec) -> dict[str, Any]:
+    registration = _node_registration(node)
+    if settings.control_plane_schedulable:
+        registration["taints"] = []  # an empty list removes the control-plane taint
+    return registration
+
+
+def _local_api_endpoint(node: NodeSpec) -> dict[str, Any]:
+    return {"advertiseAddress": str(node.ip), "bindPort": API_SERVER_PORT}
 
 
 def _duration(seconds: int) -> str:
@@ -101,9 +118,6 @@ def _patches(kubernetes: Kubernetes) -> dict[str, Any]:
 def init_documents(settings: Settings) -> list[dict[str, Any]]:
     """InitConfiguration (without bootstrap tokens), ClusterConfiguration and KubeletConfiguration."""
     control_plane = settings.control_plane
-    registration = _node_registration(control_plane)
-    if settings.control_plane_schedulable:
-        registration["taints"] = []  # an empty list removes the control-plane taint
     cluster: dict[str, Any] = {
         "apiVersion": KUBEADM_API,
         "kind": "ClusterConfiguration",
@@ -132,8 +146,8 @@ def init_documents(settings: Settings) -> list[dict[str, Any]]:
         {
             "apiVersion": KUBEADM_API,
             "kind": "InitConfiguration",
-            "localAPIEndpoint": {"advertiseAddress": str(control_plane.ip), "bindPort": API_SERVER_PORT},
-            "nodeRegistration": registration,
+            "localAPIEndpoint": _local_api_endpoint(control_plane),
+            "nodeRegistration": _control_plane_registration(settings, control_plane),
             "timeouts": init_timeouts(settings.kubernetes),
             **_patches(settings.kubernetes),
         },
@@ -142,7 +156,7 @@ def init_documents(settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def upgrade_config(kubernetes: Kubernetes) -> str:
+def upgrade_config(kubernetes: Kubernetes, control_plane: bool = False) -> str:
     """The UpgradeConfiguration of `kubeadm upgrade plan|apply|node`: the configured timeouts and patches.
     The version goes on the command line: with MAJOR.MINOR, the node's kubeadm names it.
 
@@ -158,6 +172,9 @@ def upgrade_config(kubernetes: Kubernetes) -> str:
     # `upgrade apply` writes the control plane's static pods anew: with the same patches as init.
     apply = {"ignorePreflightErrors": [CHECKED_BY_THE_UPGRADE_PLAN], **_patches(kubernetes)}
     upgrade = {"apiVersion": KUBEADM_API, "kind": "UpgradeConfiguration", "apply": apply, "timeouts": timeouts}
+    if control_plane:
+        # `upgrade node` on a joined control plane writes its static pods anew, with the patches its join had.
+        upgrade["node"] = _patches(kubernetes)
     return dump_all([upgrade])
 
 
@@ -187,25 +204,37 @@ def init_config(settings: Settings, token: str) -> str:
     return dump_all(documents)
 
 
+def _join_document(endpoint: str, token: str, ca_hash: str) -> dict[str, Any]:
+    return {
+        "apiVersion": KUBEADM_API,
+        "kind": "JoinConfiguration",
+        "discovery": {
+            "bootstrapToken": {
+                "apiServerEndpoint": endpoint,
+                "token": token,
+                "caCertHashes": [ca_hash],
+            }
+        },
+    }
+
+
 def join_config(endpoint: str, node: NodeSpec, kubernetes: Kubernetes, token: str, ca_hash: str) -> str:
     """The JoinConfiguration of a worker (secret: token and CA hash)."""
-    return dump_all(
-        [
-            {
-                "apiVersion": KUBEADM_API,
-                "kind": "JoinConfiguration",
-                "discovery": {
-                    "bootstrapToken": {
-                        "apiServerEndpoint": endpoint,
-                        "token": token,
-                        "caCertHashes": [ca_hash],
-                    }
-                },
-                "nodeRegistration": _node_registration(node),
-                "timeouts": join_timeouts(kubernetes),
-            }
-        ]
-    )
+    document = _join_document(endpoint, token, ca_hash)
+    return dump_all([{**document, "nodeRegistration": _node_registration(node), "timeouts": join_timeouts(kubernetes)}])
+
+
+def control_plane_join_config(settings: Settings, node: NodeSpec, token: str, ca_hash: str, certificate_key: str) -> str:
+    """The JoinConfiguration of a control plane that joins the leader's cluster (secret: token, CA hash and the
+    key that decrypts the control-plane certificates in the kubeadm-certs Secret)."""
+    document = _join_document(api_endpoint(settings), token, ca_hash)
+    return dump_all([{
+        **document,
+        "nodeRegistration": _control_plane_registration(settings, node),
+        "controlPlane": {"localAPIEndpoint": _local_api_endpoint(node), "certificateKey": certificate_key},
+        "timeouts": join_timeouts(settings.kubernetes),
+        **_patches(settings.kubernetes),
+    }])
 
 
 def join_command(endpoint: str, token: str, ca_hash: str) -> str:

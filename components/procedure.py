@@ -6,9 +6,12 @@ Besides earlier stages of the same role, a stage may wait for what its role prov
   BOOTSTRAP_TOKEN     the bootstrap token resource (the control plane that runs init)
   JOIN_PREREQUISITES  the control plane's JoinTicket.prerequisites (a joining node)
   POD_NETWORK         flannel rolled out (a joining node, the cluster)
-  WORKERS             every worker's join and ready stages (the cluster)
+  JOINED_NODES        every worker's join and ready stages, every joining control plane's etcd-member
+                      stage (the cluster)
   KUBERNETES_VERSION  the resource that plans or refuses a version change (every node)
-  ROLLOUT_TURN        the upgrade that finishes before this worker's (a worker)
+  ROLLOUT_TURN        the upgrade that finishes before this node's (a worker, a joining control plane)
+  CONTROL_PLANE_TURN  the control plane that joins before this one, its etcd member healthy (a joining
+                      control plane)
 
 The upgrade stages run only when their inputs change, never when created: a new
 node installs the configured version, so only a version change gives them work.
@@ -22,8 +25,8 @@ from typing import Callable
 import pulumi
 import yaml
 
-from . import addons, kubeadm, registries
-from .config import Settings
+from . import addons, kubeadm, load_balancer, registries
+from .config import NodeSpec, Settings
 from .scripts import Value, as_root, render
 from .stage import ON_CONTROL_PLANE, ON_NODE_IF_REACHABLE, Host, Stage, StageContext, Undo, in_scope
 
@@ -31,9 +34,10 @@ VM = "vm"
 BOOTSTRAP_TOKEN = "bootstrap-token"
 JOIN_PREREQUISITES = "join-prerequisites"
 POD_NETWORK = "pod-network"
-WORKERS = "workers"
+JOINED_NODES = "joined-nodes"
 KUBERNETES_VERSION = "kubernetes-version"
 ROLLOUT_TURN = "rollout-turn"
+CONTROL_PLANE_TURN = "control-plane-turn"
 
 CONTROL_PLANE_PORTS = ("6443/tcp", "2379:2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp", "8472/udp")
 # What a node that runs workloads serves besides: kube-proxy's health check and the NodePort range.
@@ -104,9 +108,28 @@ def static_pod_patches_params(settings: Settings) -> dict[str, Value]:
     return {"PATCHES_DIR": kubeadm.PATCHES_DIR, "PATCHES": [part for patch in patches.items() for part in patch]}
 
 
-def upgrade_params(settings: Settings) -> dict[str, Value]:
+def upgrade_params(settings: Settings, control_plane: bool = False) -> dict[str, Value]:
     """What kubeadm upgrade reads; the version, so that a change runs the stage."""
-    return {"KUBE_VERSION": settings.kubernetes.version, "UPGRADE_CONFIG": kubeadm.upgrade_config(settings.kubernetes)}
+    return {
+        "KUBE_VERSION": settings.kubernetes.version,
+        "UPGRADE_CONFIG": kubeadm.upgrade_config(settings.kubernetes, control_plane),
+    }
+
+
+def load_balancer_params(settings: Settings, node: NodeSpec) -> dict[str, Value]:
+    return {
+        "NODE_IP": str(node.ip),
+        "VIP": str(settings.vip),
+        "LOAD_BALANCER_PORT": kubeadm.LOAD_BALANCER_PORT,
+        "INTERFACE_MARK": load_balancer.INTERFACE,
+        "HAPROXY_CONFIG_FILE": load_balancer.HAPROXY_CONFIG,
+        "HAPROXY_CONFIG": load_balancer.haproxy_config(settings),
+        "KEEPALIVED_CONFIG_FILE": load_balancer.KEEPALIVED_CONFIG,
+        "KEEPALIVED_CONFIG": load_balancer.keepalived_config(settings, node),
+        "CHECK_SCRIPT_FILE": load_balancer.CHECK_SCRIPT,
+        "CHECK_SCRIPT": load_balancer.check_script(),
+        "TIMEOUT_SECONDS": settings.kubernetes.ready_timeout_seconds,
+    }
 
 
 def drain_params(context: StageContext) -> dict[str, Value]:
@@ -146,6 +169,12 @@ PACKAGES = Stage(
     "packages", after=("os-prep", KUBERNETES_VERSION), reruns_on=new_root_disk, params=lambda c: packages_params(c.settings),
 )
 
+# keepalived and haproxy on every control plane of a cluster with a VIP, before its init or join.
+LOAD_BALANCER = Stage(
+    "load-balancer", after=("packages",), wanted=lambda s: s.vip is not None, reruns_on=new_root_disk,
+    params=lambda c: load_balancer_params(c.settings, c.node),
+)
+
 
 def upgrade_kubeadm(after: tuple[str, ...]) -> Stage:
     return Stage(
@@ -161,8 +190,9 @@ UPGRADE_KUBELET = Stage(
 CONTROL_PLANE = (
     os_prep(control_plane_ports),
     PACKAGES,
+    LOAD_BALANCER,
     Stage(
-        "init", after=("packages", BOOTSTRAP_TOKEN),
+        "init", after=("packages", "load-balancer", BOOTSTRAP_TOKEN),
         params=lambda c: {"SSH_USER": c.settings.ssh.user, **static_pod_patches_params(c.settings)},
         stdin=lambda c: c.bootstrap_token.token.apply(lambda token: kubeadm.init_config(c.settings, token)),
         # The config carries the token: a refreshed token must not re-run init,
@@ -201,6 +231,31 @@ CONTROL_PLANE = (
     Stage("uncordon", after=("upgrade-kubelet",), params=uncordon_params, on_change_only=True),
 )
 
+# On removal, `kubeadm reset` on the joined node; one whose VM is already gone
+# is skipped with a warning, so that removing it from the config still works.
+RESET = Stage("reset", after=("join",), creates=False, runs_on=ON_NODE_IF_REACHABLE, undo=Undo("reset"), skipped_on_cluster_destroy=True)
+
+
+def membership(undo: Undo) -> Stage:
+    """Runs on the leader after the reset entry, so on removal it is deleted first: `undo` (drain and
+    delete the Node), then the reset, then the VM."""
+    return Stage("membership", after=("reset",), creates=False, runs_on=ON_CONTROL_PLANE, undo=undo,
+                 skipped_on_cluster_destroy=True)
+
+
+def upgrade_by_upgrade_node(control_plane: bool) -> tuple[Stage, ...]:
+    """A version change on a joined node, after the one ahead in the rollout: `kubeadm upgrade node`,
+    drained and uncordoned from the leader."""
+    return (
+        upgrade_kubeadm(after=("join", ROLLOUT_TURN)),
+        Stage("upgrade-node", after=("upgrade-kubeadm",), params=lambda c: upgrade_params(c.settings, control_plane),
+              on_change_only=True),
+        Stage("drain", after=("upgrade-node",), runs_on=ON_CONTROL_PLANE, params=drain_params, on_change_only=True),
+        UPGRADE_KUBELET,
+        Stage("uncordon", after=("upgrade-kubelet",), runs_on=ON_CONTROL_PLANE, params=uncordon_params, on_change_only=True),
+    )
+
+
 WORKER = (
     os_prep(lambda _: WORKER_PORTS),
     PACKAGES,
@@ -214,26 +269,59 @@ WORKER = (
         keeps_stdin=True,
         reruns_on=new_root_disk,
     ),
-    # On removal, `kubeadm reset` on the worker; a worker whose VM is already gone
-    # is skipped with a warning, so that removing it from the config still works.
-    Stage("reset", after=("join",), creates=False, runs_on=ON_NODE_IF_REACHABLE, undo=Undo("reset"), skipped_on_cluster_destroy=True),
-    # Runs on the control plane after the reset entry, so on removal it is deleted
-    # first: drain and delete the Node, then reset, then the VM.
-    Stage(
-        "membership", after=("reset",), creates=False, runs_on=ON_CONTROL_PLANE,
-        undo=Undo("remove-node", lambda c: {"TARGET_NODE": c.node.name, "DRAIN_TIMEOUT_SECONDS": c.settings.kubernetes.drain_timeout_seconds}),
-        skipped_on_cluster_destroy=True,
-    ),
+    RESET,
+    membership(Undo("remove-node", lambda c: {
+        "TARGET_NODE": c.node.name, "DRAIN_TIMEOUT_SECONDS": c.settings.kubernetes.drain_timeout_seconds,
+    })),
     Stage(
         "ready", after=("join", POD_NETWORK),
         params=lambda c: ready_params(c.settings, [c.node.name], KUBELET_KUBECONFIG, check_readyz=False),
     ),
     # A version change: after the control plane, and after the worker ahead in the rollout is Ready.
-    upgrade_kubeadm(after=("join", ROLLOUT_TURN)),
-    Stage("upgrade-node", after=("upgrade-kubeadm",), params=lambda c: upgrade_params(c.settings), on_change_only=True),
-    Stage("drain", after=("upgrade-node",), runs_on=ON_CONTROL_PLANE, params=drain_params, on_change_only=True),
-    UPGRADE_KUBELET,
-    Stage("uncordon", after=("upgrade-kubelet",), runs_on=ON_CONTROL_PLANE, params=uncordon_params, on_change_only=True),
+    *upgrade_by_upgrade_node(control_plane=False),
+)
+
+# A control plane that joins the leader's cluster behind the VIP: one at a time, each once the one
+# before has a healthy etcd member, as parallel joins fail with "etcd leader changed".
+JOINING_CONTROL_PLANE = (
+    os_prep(control_plane_ports),
+    PACKAGES,
+    LOAD_BALANCER,
+    # kubeadm join reads them from the directory the JoinConfiguration names.
+    Stage("static-pod-patches", after=("packages",), reruns_on=new_root_disk, params=lambda c: static_pod_patches_params(c.settings)),
+    # On the leader, just before the join: the control-plane certificates in the kubeadm-certs Secret,
+    # encrypted with the certificate key, afresh for its two hours.
+    Stage(
+        "upload-certs", after=(JOIN_PREREQUISITES, CONTROL_PLANE_TURN), runs_on=ON_CONTROL_PLANE,
+        params=lambda _: {"KUBEADM_API": kubeadm.KUBEADM_API},
+        stdin=lambda c: c.ticket.certificate_key.apply(lambda key: f"{key}\n"), reruns_on=new_root_disk,
+    ),
+    Stage(
+        "join", after=("load-balancer", "static-pod-patches", "upload-certs"),
+        params=lambda c: {"API_URL": f"https://{c.ticket.endpoint}", "TIMEOUT_SECONDS": c.settings.kubernetes.join_timeout_seconds},
+        stdin=lambda c: pulumi.Output.all(c.ticket.token, c.ticket.ca_hash, c.ticket.certificate_key).apply(
+            lambda args: kubeadm.control_plane_join_config(c.settings, c.node, *args)
+        ),
+        keeps_stdin=True,
+        reruns_on=new_root_disk,
+    ),
+    Stage(
+        "etcd-member", after=("join",),
+        params=lambda c: {
+            # kubeadm's etcd serves /health without TLS on localhost (its --listen-metrics-urls).
+            "ETCD_HEALTH_URL": "http://127.0.0.1:2381/health",
+            "API_READYZ_URL": f"https://127.0.0.1:{kubeadm.API_SERVER_PORT}/readyz",
+            "TIMEOUT_SECONDS": c.settings.kubernetes.ready_timeout_seconds,
+        },
+    ),
+    RESET,
+    # On removal also its etcd member, so that the others keep their quorum without it.
+    membership(Undo("remove-control-plane", lambda c: {
+        "TARGET_NODE": c.node.name, "LEADER": c.settings.control_plane.name, "ETCD_URL": "https://127.0.0.1:2379",
+        "DRAIN_TIMEOUT_SECONDS": c.settings.kubernetes.drain_timeout_seconds,
+    })),
+    # A version change: after the leader's `upgrade apply` and the control plane before, before any worker.
+    *upgrade_by_upgrade_node(control_plane=True),
 )
 
 
@@ -257,7 +345,7 @@ def addon(name: str, wanted: Callable[[Settings], bool], params: Callable[[Setti
 # Run on the control plane that bootstrapped the cluster, once every node has joined.
 CLUSTER = (
     Stage(
-        "ready", after=(POD_NETWORK, WORKERS),
+        "ready", after=(POD_NETWORK, JOINED_NODES),
         params=lambda c: ready_params(c.settings, [n.name for n in c.settings.nodes], ADMIN_KUBECONFIG, check_readyz=True),
     ),
     addon(
@@ -282,7 +370,7 @@ CLUSTER = (
     ),
 )
 
-ROLES = {"control plane": CONTROL_PLANE, "worker": WORKER, "cluster": CLUSTER}
+ROLES = {"control plane": CONTROL_PLANE, "joining control plane": JOINING_CONTROL_PLANE, "worker": WORKER, "cluster": CLUSTER}
 
 
 def fetched_manifests(settings: Settings) -> list[tuple[str, str]]:

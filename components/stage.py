@@ -145,15 +145,22 @@ def run_stages(
     parent: pulumi.Resource,
 ) -> dict[str, remote.Command | local.Command]:
     """The Commands of `stages` in the stack's scope, by stage name. `provided` maps the
-    names a stage may wait for, besides earlier stages, to resources."""
+    names a stage may wait for, besides earlier stages, to resources; an earlier stage
+    that the config does not ask for is not waited for."""
     done: dict[str, remote.Command | local.Command] = {}
+    unwanted = set()
     for stage in stages:
-        if not in_scope(stage.scope, context.settings.scope) or not stage.wanted(context.settings):
+        if not in_scope(stage.scope, context.settings.scope):
+            continue
+        if not stage.wanted(context.settings):
+            unwanted.add(stage.name)
             continue
         waits_for: list[pulumi.Resource] = []
         for name in stage.after:
             if name in done:
                 waits_for.append(done[name])
+            elif name in unwanted:
+                continue
             elif name in provided:
                 waits_for.extend(provided[name])
             else:

@@ -65,8 +65,12 @@ COMMAND = "command:remote:Command"
 LOCAL_COMMAND = "command:local:Command"
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
+# The dev stack's control plane made three behind a VIP: with its workers, a topology with every role.
+HIGHLY_AVAILABLE = {"controlPlane": {"name": "k8smaster", "ip": "192.168.56.107", "count": 3, "vip": "192.168.56.100"}}
+
 FAKE_CA_HASH = "sha256:" + "ab" * 32
 FAKE_TOKEN = "abcdef.0123456789abcdef"
+FAKE_CERTIFICATE_KEY = "c0ffee" * 10 + "c0de"
 FAKE_LOGIN_TOKEN = "eyJhbGciOiJSUzI1NiJ9.fake-service-account-token"
 FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://192.168.56.107:6443\n  name: kubernetes\n"
 
@@ -146,6 +150,8 @@ class Mocks(pulumi.runtime.Mocks):
             outputs["stderr"] = ""
         if args.typ == DYNAMIC and "ttl_seconds" in outputs:
             outputs.update(token=FAKE_TOKEN, expires="2026-11-27T00:00:00Z", expires_epoch=1795737600)
+        if args.typ == DYNAMIC and args.name.endswith("-certificate-key"):
+            outputs["key"] = FAKE_CERTIFICATE_KEY
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):

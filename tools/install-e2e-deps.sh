@@ -2,15 +2,16 @@
 # Install the Debian packages that the real-libvirt end-to-end test needs:
 # QEMU (software emulation), libvirtd + virsh, dnsmasq for libvirt's NAT
 # networks, and mmdebstrap + e2fsprogs + qemu-img to build the guest image;
-# also what the offline mirror kit (tools/mirror-kit) builds and signs with.
+# also what the offline mirror kit (tools/mirror-kit) builds and signs with,
+# and haproxy + keepalived, whose config checks the real-tools tests run.
 #
 # Idempotent: packages already installed are skipped; apt-get update runs only
 # when something is missing.  Must run as root on Debian 12 (bookworm).
 #
-# The libvirt packages' postinst scripts try to start services; on a machine
-# without systemd (or in a container) that fails harmlessly: dpkg still
-# configures the packages (policy-rc.d blocks the start attempts here so the
-# install never hangs or half-starts a daemon in the host's network).
+# The libvirt, haproxy and keepalived postinst scripts try to start services;
+# on a machine without systemd (or in a container) that fails harmlessly: dpkg
+# still configures the packages (policy-rc.d blocks the start attempts here so
+# the install never hangs or half-starts a daemon in the host's network).
 set -euo pipefail
 
 PACKAGES=(
@@ -37,6 +38,10 @@ PACKAGES=(
   binutils             # readelf, strip
   libcap2-bin          # setcap: coredns binds port 53 as a non-root user
   openssl curl         # the kit CA and certificates; registry readiness
+  # the real-tools tests judge the rendered load-balancer configs
+  # (components/load_balancer.py) as scripts/load-balancer.sh does on a node
+  haproxy              # haproxy -c -f FILE
+  keepalived           # keepalived -t -f FILE
 )
 
 if [[ ${EUID} -ne 0 ]]; then

@@ -194,6 +194,16 @@ class RunningCluster(E2eStack):
         subprocess.run([str(SERVE), "--stop"], capture_output=True, timeout=60, check=True)
         assert self.stray_processes() == set()
 
+    def up_on_the_kit(self, what: str, record: str) -> Up:
+        """A first `pulumi up` on the kit's mirrors and registries, reported and kept as RUN_RECORD/<record>.*;
+        it must succeed."""
+        self.set_config({**self.config, **self.served})
+        up = self.up(check=False)
+        self.report_up(what, up)
+        assert up.returncode == 0, up.diagnostics()[-8000:]
+        self.keep_for_the_critical_path(up, record)
+        return up
+
     def keep_for_the_critical_path(self, up: Up, name: str) -> None:
         """The up's engine events and the state as RUN_RECORD/<name>.{events.jsonl,state.json}, and their report."""
         RUN_RECORD.mkdir(parents=True, exist_ok=True)

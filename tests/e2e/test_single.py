@@ -40,14 +40,8 @@ def single(ssh_keys, tmp_path_factory, request):
     report = reporter(request, "single")
     with cluster_on_kit(ssh_keys, tmp_path_factory.mktemp("single"), report, stack="single", workers=0,
                         addons=WITHOUT_DASHBOARD) as running:
-        running.set_config({**running.config, **running.served})
-        start = time.monotonic()
-        running.first_up = running.up(check=False)
-        running.report_up("up (to the node Ready, with the addons)", running.first_up)
-        assert running.first_up.returncode == 0, running.first_up.diagnostics()[-8000:]
-        running.report(f"from the first pulumi up to Ready with addons: {time.monotonic() - start:.0f} s")
+        running.first_up = running.up_on_the_kit("up (to the node Ready, with the addons)", "single-up")
         running.report_control_plane_start()
-        running.keep_for_the_critical_path(running.first_up, "single-up")
         yield running
 
 

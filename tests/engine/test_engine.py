@@ -102,9 +102,35 @@ def test_a_version_change_is_planned_or_refused_in_preview_against_the_recorded_
     assert "kubeadm does not downgrade a cluster" in project.pulumi("preview", check=False).stdout
 
 
+def test_control_planes_behind_a_vip_are_planned_and_guarded_against_the_recorded_ones(toolchain, tmp_path):
+    project = provider_project(tmp_path, "version_program")
+    project.pulumi("config", "set", "version", "1.36.3")
+    project.pulumi("up", "--yes", "--skip-preview")
+    # A cluster made without a VIP cannot get one.
+    project.pulumi("config", "set", "controlPlanes", '["k8smaster2", "k8smaster3"]')
+    project.pulumi("config", "set", "endpoint", "192.168.56.100:8443")
+    refused = project.pulumi("preview", check=False)
+    assert refused.returncode != 0 and "kvm-kubeadm:controlPlane.vip: the cluster's endpoint is" in refused.stdout, refused.stdout
+
+    project.pulumi("destroy", "--yes", "--skip-preview")
+    planned = project.pulumi("preview", "--diff")
+    assert "k8smaster3 (joins after k8smaster2)" in planned.stdout, planned.stdout
+    project.pulumi("up", "--yes", "--skip-preview")
+    project.pulumi("preview", "--expect-no-changes")
+    project.pulumi("config", "set", "controlPlanes", "[]")
+    refused = project.pulumi("preview", check=False)
+    assert refused.returncode != 0 and "kvm-kubeadm:controlPlane.count: 3 -> 1 control planes" in refused.stdout, refused.stdout
+    project.pulumi("config", "set", "controlPlanes", '["k8smaster2", "k8smaster3"]')
+    project.pulumi("config", "set", "version", "1.36.4")
+    planned = project.pulumi("preview", "--diff")
+    assert "k8smaster3 (control plane, after k8smaster2)" in planned.stdout, planned.stdout
+    assert "k8sworker1 (after k8smaster3)" in planned.stdout, planned.stdout
+
+
 def stage_command_types(settings: Settings) -> Counter:
     """Command resources by type, as the procedure declares the stages that the stack asks for."""
-    per_role = {"control plane": 1, "worker": len(settings.workers), "cluster": 1}
+    per_role = {"control plane": 1, "joining control plane": len(settings.joining_control_planes),
+                "worker": len(settings.workers), "cluster": 1}
     return Counter(
         "command:local:Command" if stage.runs_on == ON_NODE_IF_REACHABLE else "command:remote:Command"
         for role, stages in procedure.ROLES.items()

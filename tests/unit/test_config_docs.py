@@ -46,6 +46,7 @@ def _parsed(settings, key: str):
     top = _field(StackConfig, section)
     derived = {
         "workers.count": lambda: len(settings.workers),
+        "controlPlane.count": lambda: len(settings.control_planes),
         "workers.namePrefix": lambda: settings.workers[0].name.removesuffix("1"),
         "controlPlane.allowReplace": lambda: settings.allow_control_plane_replace,
         "registries": lambda: {registry.host: registry for registry in settings.registries},

@@ -105,3 +105,63 @@ def test_provider_survives_pulumi_serialisation_in_a_fresh_interpreter():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["providers.kubernetes_version", "version"]
+
+
+# With a VIP the record also holds the control planes that join the leader and the endpoint.
+HA_RECORDED = {**RECORDED, "control_planes": ["k8smaster2", "k8smaster3"], "endpoint": "192.168.56.100:8443"}
+
+
+def ha_check(**changes):
+    return KubernetesVersionProvider().check(dict(HA_RECORDED), {**HA_RECORDED, "concurrency": 1, "plan": None, **changes})
+
+
+def test_a_new_highly_available_cluster_plans_its_control_planes_joins_in_order():
+    plan = KubernetesVersionProvider().check({}, {**HA_RECORDED, "plan": None}).inputs["plan"]
+    assert plan == [
+        "k8smaster (leader): kubeadm init behind 192.168.56.100:8443",
+        "k8smaster2 (joins after k8smaster): certificates uploaded, kubeadm join --control-plane, etcd member healthy",
+        "k8smaster3 (joins after k8smaster2): certificates uploaded, kubeadm join --control-plane, etcd member healthy",
+    ]
+
+
+def test_an_upgrade_goes_leader_then_each_control_plane_then_the_workers():
+    result = ha_check(version="1.36.4")
+    assert result.failures == []
+    assert [line.split(":")[0] for line in result.inputs["plan"]] == [
+        "k8smaster (control plane, first)", "k8smaster2 (control plane, after k8smaster)",
+        "k8smaster3 (control plane, after k8smaster2)", "k8sworker1 (after k8smaster3)", "k8sworker2 (after k8sworker1)",
+        "k8sworker3 (after k8sworker2)",
+    ]
+    assert "upgrade node" in result.inputs["plan"][1] and "upgrade plan and apply" in result.inputs["plan"][0]
+
+
+def test_growing_from_three_to_five_plans_the_two_joins_and_five_to_three_the_two_departures():
+    grown = ha_check(control_planes=["k8smaster2", "k8smaster3", "k8smaster4", "k8smaster5"])
+    assert grown.failures == [] and [line.split(" (")[0] for line in grown.inputs["plan"]] == ["k8smaster4", "k8smaster5"]
+    five = {**HA_RECORDED, "control_planes": ["k8smaster2", "k8smaster3", "k8smaster4", "k8smaster5"]}
+    shrunk = KubernetesVersionProvider().check(five, {**HA_RECORDED, "concurrency": 1, "plan": None})
+    assert shrunk.failures == []
+    assert [line.split(":")[0] for line in shrunk.inputs["plan"]] == ["k8smaster4 (leaves)", "k8smaster5 (leaves)"]
+    assert KubernetesVersionProvider().diff("kubernetes-version", five, shrunk.inputs).changes
+
+
+@pytest.mark.parametrize("recorded, control_planes", [(HA_RECORDED, []), (
+    {**HA_RECORDED, "control_planes": [f"k8smaster{i}" for i in range(2, 8)]}, ["k8smaster2", "k8smaster3"])])
+def test_losing_a_majority_of_the_control_planes_at_once_is_refused(recorded, control_planes):
+    result = KubernetesVersionProvider().check(dict(recorded), {**recorded, "control_planes": control_planes, "plan": None})
+    (failure,) = result.failures
+    before = len(recorded["control_planes"]) + 1
+    assert failure.reason.startswith(f"kvm-kubeadm:controlPlane.count: {before} -> {len(control_planes) + 1} control planes")
+    assert "Keep at least" in failure.reason
+
+
+@pytest.mark.parametrize("recorded, endpoint", [
+    (RECORDED, "192.168.56.100:8443"),  # a VIP added to a cluster made without one (kubeadm #3079)
+    (HA_RECORDED, "192.168.56.101:8443"),  # a VIP moved
+])
+def test_a_changed_endpoint_is_refused_naming_the_vip_key(recorded, endpoint):
+    news = {**recorded, "control_planes": recorded.get("control_planes", []), "endpoint": endpoint, "plan": None}
+    (failure,) = KubernetesVersionProvider().check(dict(recorded), news).failures
+    assert failure.reason.startswith("kvm-kubeadm:controlPlane.vip: the cluster's endpoint is ")
+    assert "cannot change on a live cluster" in failure.reason
+

@@ -13,8 +13,8 @@ from tests.conftest import with_keys
 from tests.program import load_stack_config, run_program
 
 PROVIDED = {
-    procedure.VM, procedure.BOOTSTRAP_TOKEN, procedure.JOIN_PREREQUISITES, procedure.POD_NETWORK, procedure.WORKERS,
-    procedure.KUBERNETES_VERSION, procedure.ROLLOUT_TURN,
+    procedure.VM, procedure.BOOTSTRAP_TOKEN, procedure.JOIN_PREREQUISITES, procedure.POD_NETWORK, procedure.JOINED_NODES,
+    procedure.KUBERNETES_VERSION, procedure.ROLLOUT_TURN, procedure.CONTROL_PLANE_TURN,
 }
 
 
@@ -40,7 +40,8 @@ def test_the_join_ticket_is_made_of_declared_control_plane_stages():
 def test_an_os_prep_stack_runs_exactly_the_os_prep_stages(dev_config):
     run = run_program({**dev_config, "stages": "os-prep"})
     assert run.error is None, run.error
-    prefixes = {"control plane": ["k8s-k8smaster"], "worker": [f"k8s-k8sworker{i}" for i in (1, 2, 3)], "cluster": ["k8s"]}
+    prefixes = {"control plane": ["k8s-k8smaster"], "joining control plane": [],
+                "worker": [f"k8s-k8sworker{i}" for i in (1, 2, 3)], "cluster": ["k8s"]}
     expected = {
         f"{prefix}-{stage.name}"
         for role, stages in procedure.ROLES.items()

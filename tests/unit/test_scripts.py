@@ -19,7 +19,7 @@ from components.procedure import packages_params
 from components.scripts import SCRIPTS_DIR, render
 from components.stage import in_scope
 from tests.conftest import with_keys
-from tests.program import DYNAMIC, LOCAL_COMMAND, PROJECT_DIR, load_stack_config, run_program
+from tests.program import DYNAMIC, HIGHLY_AVAILABLE, LOCAL_COMMAND, PROJECT_DIR, load_stack_config, run_program
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 STAGES = sorted(p.stem for p in SCRIPTS_DIR.glob("*.sh") if p.name != "lib.sh")
@@ -32,10 +32,11 @@ def dev_settings(ssh_keys):
 
 @pytest.fixture(scope="module")
 def rendered_scripts(ssh_keys) -> dict[str, str]:
-    """Every script the dev stack sends with every addon and the prepared image on, keyed by resource and
-    field (or build step), unwrapped from `sudo bash -c`."""
+    """Every script the dev stack sends with three control planes behind a VIP, every addon and the prepared
+    image on, keyed by resource and field (or build step), unwrapped from `sudo bash -c`."""
     config = with_keys(load_stack_config("dev"), ssh_keys)
-    run = run_program({**config, "addons": {"headlamp": True}, "image": {**config.get("image", {}), "prepared": True}})
+    run = run_program({**config, **HIGHLY_AVAILABLE, "addons": {"headlamp": True},
+                       "image": {**config.get("image", {}), "prepared": True}})
     assert run.error is None, run.error
     lines = {}
     for command in run.stage_commands():
@@ -80,7 +81,7 @@ def test_every_stage_file_starts_strict():
 
 
 def test_rendered_scripts_pass_bash_n(rendered_scripts, tmp_path):
-    assert len(rendered_scripts) == 56
+    assert len(rendered_scripts) == 85
     for key, script in rendered_scripts.items():
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{key}: {result.stderr}"
