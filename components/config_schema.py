@@ -260,8 +260,8 @@ class Kubernetes(_Section):
     ready_timeout_seconds: int = Field(900, ge=60, description="bound on the flannel rollout and the ready checks")
     control_plane_timeout_seconds: int = Field(
         240, ge=60,
-        description="how long kubeadm waits for the control-plane components to turn healthy "
-        "(its `controlPlaneComponentHealthCheck`; in an upgrade also for their new static pods, "
+        description="how long kubeadm waits for the control-plane components to turn healthy, at init and at a "
+        "control plane's join (its `controlPlaneComponentHealthCheck`; in an upgrade also for their new static pods, "
         "`upgradeManifests`, never below kubeadm's 300 s); raise it on slow or emulated hosts",
     )
     kubelet_timeout_seconds: int = Field(
@@ -271,6 +271,12 @@ class Kubernetes(_Section):
         60, ge=10,
         description="how long kubeadm retries one call to the API server, e.g. while it sets up the admin user "
         "(its `kubernetesAPICall`); raise it on slow or emulated hosts",
+    )
+    etcd_api_call_timeout_seconds: int = Field(
+        120, ge=30,
+        description="how long a joining control plane's kubeadm waits on etcd's API, above all for its new etcd "
+        "member to catch up with the leader and be promoted from learner to voter (its `etcdAPICall`); raise it on "
+        "slow or emulated hosts",
     )
     leader_election_renew_deadline_seconds: int = Field(
         LEADER_ELECTION_RENEW_DEADLINE, ge=LEADER_ELECTION_RENEW_DEADLINE,

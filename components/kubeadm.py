@@ -232,7 +232,12 @@ def control_plane_join_config(settings: Settings, node: NodeSpec, token: str, ca
         **document,
         "nodeRegistration": _control_plane_registration(settings, node),
         "controlPlane": {"localAPIEndpoint": _local_api_endpoint(node), "certificateKey": certificate_key},
-        "timeouts": join_timeouts(settings.kubernetes),
+        # Its own control plane comes up as the leader's did, and its etcd member must catch up.
+        "timeouts": {
+            **join_timeouts(settings.kubernetes),
+            "controlPlaneComponentHealthCheck": _duration(settings.kubernetes.control_plane_timeout_seconds),
+            "etcdAPICall": _duration(settings.kubernetes.etcd_api_call_timeout_seconds),
+        },
         **_patches(settings.kubernetes),
     }])
 

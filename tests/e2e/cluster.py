@@ -65,7 +65,7 @@ OPT_IN = "KVMK_CLUSTER_E2E"
 EMULATION_SETTINGS = {
     "controlPlaneTimeoutSeconds": 1800, "kubeletTimeoutSeconds": 900, "joinTimeoutSeconds": 1200,
     "apiCallTimeoutSeconds": 600, "readyTimeoutSeconds": 2400, "leaderElectionRenewDeadlineSeconds": 60,
-    "etcdHealthCheckTimeoutSeconds": 10, "drainTimeoutSeconds": 900,
+    "etcdHealthCheckTimeoutSeconds": 10, "etcdApiCallTimeoutSeconds": 1200, "drainTimeoutSeconds": 900,
     "readinessProbePeriodSeconds": 10, "livenessProbeFailureThreshold": 30,
 }
 # The libvirt objects of the Cluster component that must exist before the kit can bind the gateway.

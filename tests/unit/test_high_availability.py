@@ -86,6 +86,12 @@ def test_a_joining_control_plane_joins_as_one_with_the_certificate_key(ha):
         # No workers would leave it tainted; the dev topology has three, so it is.
         assert "taints" not in document["nodeRegistration"]
         assert is_secret(join.raw_inputs["stdin"]) and "stdin" in join.ignore_changes
+        # Its control plane gets the leader's bound to come up (a real run: kubeadm's 4 minutes were too
+        # short), its new etcd member kubeadm's etcd bound (default 120 s) to catch up and be promoted.
+        timeouts = document["timeouts"]
+        assert (timeouts["controlPlaneComponentHealthCheck"], timeouts["etcdAPICall"]) == ("240s", "120s"), node
+    (worker_join,) = yaml.safe_load_all(stage_of(ha, WORKERS[0], "join").inputs["stdin"])
+    assert not {"controlPlaneComponentHealthCheck", "etcdAPICall"} & set(worker_join["timeouts"])
 
 
 def test_the_certificate_key_is_secret_and_never_on_a_command_line(ha):
