@@ -30,7 +30,7 @@ import pytest
 
 from benchmarks import critical_path
 from providers.prepared_image import PREFIX as PREPARED_PREFIX
-from tests.e2e.stack import STACK, E2eStack, Up, e2e_config, e2e_project, require_e2e_prerequisites
+from tests.e2e.stack import STACK, E2eStack, Up, e2e_config, e2e_project, reporter, require_e2e_prerequisites
 from tests.harness.libvirt_netns import LibvirtNetns
 from tests.mirror import SERVE, kit_served, registry_tags
 from tests.program import PROJECT_DIR, load_stack_config
@@ -270,3 +270,15 @@ def cluster_on_kit(ssh_keys, workdir: Path, report: Callable[[str], None], stack
         finally:
             # A failed test must not leave VMs behind: destroy is idempotent.
             project.pulumi("destroy", "--yes", "--skip-preview", check=False, timeout=1800)
+
+
+@contextmanager
+def control_planes_up_on_kit(request, ssh_keys, tmp_path_factory, stack: str, addons: dict,
+                             what: str) -> Iterator[RunningCluster]:
+    """A committed stack of control planes only, after its first `up` on the kit (kept as `first_up`),
+    reported as [<stack>] lines; destroyed on the way out."""
+    report = reporter(request, stack)
+    with cluster_on_kit(ssh_keys, tmp_path_factory.mktemp(stack), report, stack=stack, workers=0,
+                        addons=addons) as running:
+        running.first_up = running.up_on_the_kit(what, f"{stack}-up")
+        yield running

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from tests.e2e.cluster import cluster_on_kit, skip_unless_opted_in
-from tests.e2e.stack import STACK, reporter
+from tests.e2e.cluster import control_planes_up_on_kit, skip_unless_opted_in
+from tests.e2e.stack import STACK
 
 pytestmark = pytest.mark.e2e
 skip_unless_opted_in("tests/e2e/test_high_availability.py", "three control planes did not finish joining in 40 minutes")
@@ -34,10 +34,8 @@ FAILOVER_BOUND_SECONDS = 90
 
 @pytest.fixture(scope="module")
 def cluster(ssh_keys, tmp_path_factory, request):
-    report = reporter(request, "ha")
-    with cluster_on_kit(ssh_keys, tmp_path_factory.mktemp("ha"), report, stack="ha", workers=0,
-                        addons=WITHOUT_ADDONS) as running:
-        running.first_up = running.up_on_the_kit("up (three control planes to Ready)", "ha-up")
+    with control_planes_up_on_kit(request, ssh_keys, tmp_path_factory, "ha", WITHOUT_ADDONS,
+                                  "up (three control planes to Ready)") as running:
         yield running
 
 

@@ -23,8 +23,10 @@ import yaml
 from components import addons
 from components.config import libvirt_name, parse
 from providers.prepared_image import PREFIX as PREPARED_PREFIX
-from tests.e2e.cluster import CONTROL_PLANE, busybox_image, cluster_on_kit, identity_left_in, kubectl_binary
-from tests.e2e.stack import STACK, reporter
+from tests.e2e.cluster import (
+    CONTROL_PLANE, busybox_image, control_planes_up_on_kit, identity_left_in, kubectl_binary,
+)
+from tests.e2e.stack import STACK
 
 pytestmark = pytest.mark.e2e
 
@@ -37,10 +39,8 @@ METRICS_SECONDS = 600
 
 @pytest.fixture(scope="module")
 def single(ssh_keys, tmp_path_factory, request):
-    report = reporter(request, "single")
-    with cluster_on_kit(ssh_keys, tmp_path_factory.mktemp("single"), report, stack="single", workers=0,
-                        addons=WITHOUT_DASHBOARD) as running:
-        running.first_up = running.up_on_the_kit("up (to the node Ready, with the addons)", "single-up")
+    with control_planes_up_on_kit(request, ssh_keys, tmp_path_factory, "single", WITHOUT_DASHBOARD,
+                                  "up (to the node Ready, with the addons)") as running:
         running.report_control_plane_start()
         yield running
 
