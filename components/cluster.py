@@ -119,14 +119,16 @@ class Cluster(pulumi.ComponentResource):
             opts=child,
         )
         self.control_planes = [leader]
-        # One at a time, each after the one before: its join after that one's etcd member is healthy,
-        # its upgrade after that one's.
+        # One at a time, each after the one before: its join after that one's etcd member is healthy (the
+        # first after the leader's pod network: until then the leader is busy, as a real run showed), its
+        # upgrade after that one's.
         for joining in settings.joining_control_planes:
             before = self.control_planes[-1]
+            settled = before.stages.get("etcd-member") or before.stages.get("cni")
             self.control_planes.append(ControlPlane(
                 f"{name}-{joining.name}", settings, NodeArgs(joining, platform, resize),
                 Rollout(version, (before.stages[procedure.UPGRADED],)) if version else None,
-                joins=leader.ticket, turn=(before.stages["etcd-member"],) if "etcd-member" in before.stages else (),
+                joins=leader.ticket, turn=(settled,) if settled else (),
                 opts=child,
             ))
         last = self.control_planes[-1]

@@ -24,6 +24,8 @@ API_SERVER_PORT = 6443
 # Where haproxy serves the API on every control plane, behind the VIP: each node's API server
 # holds 6443 on all its addresses, the VIP's too.
 LOAD_BALANCER_PORT = 8443
+# Where a control plane's etcd member talks to the others (kubeadm's constants.EtcdListenPeerPort).
+ETCD_PEER_PORT = 2380
 # kubeadm's default wait for a static pod replaced by an upgrade (constants.UpgradeManifestsTimeout).
 UPGRADE_MANIFESTS_TIMEOUT = 300
 # kubeadm's upgrade health check that runs a Job (phases/upgrade/health.go): the plan runs it.

@@ -10,8 +10,8 @@ Besides earlier stages of the same role, a stage may wait for what its role prov
                       stage (the cluster)
   KUBERNETES_VERSION  the resource that plans or refuses a version change (every node)
   ROLLOUT_TURN        the upgrade that finishes before this node's (a worker, a joining control plane)
-  CONTROL_PLANE_TURN  the control plane that joins before this one, its etcd member healthy (a joining
-                      control plane)
+  CONTROL_PLANE_TURN  the control plane that joins before this one, its etcd member healthy; for the
+                      first, the leader's pod network rolled out (a joining control plane)
 
 The upgrade stages run only when their inputs change, never when created: a new
 node installs the configured version, so only a version change gives them work.
@@ -281,6 +281,11 @@ WORKER = (
     *upgrade_by_upgrade_node(control_plane=False),
 )
 
+def etcd_member_params(context: StageContext) -> dict[str, Value]:
+    """What scripts/helpers/etcd.sh needs to remove the node's etcd member."""
+    return {"LEADER": context.settings.control_plane.name, "ETCD_PEER_URL": f"https://{context.node.ip}:{kubeadm.ETCD_PEER_PORT}"}
+
+
 # A control plane that joins the leader's cluster behind the VIP: one at a time, each once the one
 # before has a healthy etcd member, as parallel joins fail with "etcd leader changed".
 JOINING_CONTROL_PLANE = (
@@ -297,8 +302,11 @@ JOINING_CONTROL_PLANE = (
         stdin=lambda c: c.ticket.certificate_key.apply(lambda key: f"{key}\n"), reruns_on=new_root_disk,
     ),
     Stage(
-        "join", after=("load-balancer", "static-pod-patches", "upload-certs"),
-        params=lambda c: {"API_URL": f"https://{c.ticket.endpoint}", "TIMEOUT_SECONDS": c.settings.kubernetes.join_timeout_seconds},
+        "join", script="join-control-plane", after=("load-balancer", "static-pod-patches", "upload-certs"),
+        params=lambda c: {
+            "API_URL": f"https://{c.ticket.endpoint}", "TIMEOUT_SECONDS": c.settings.kubernetes.join_timeout_seconds,
+            **etcd_member_params(c),
+        },
         stdin=lambda c: pulumi.Output.all(c.ticket.token, c.ticket.ca_hash, c.ticket.certificate_key).apply(
             lambda args: kubeadm.control_plane_join_config(c.settings, c.node, *args)
         ),
@@ -317,8 +325,7 @@ JOINING_CONTROL_PLANE = (
     RESET,
     # On removal also its etcd member, so that the others keep their quorum without it.
     membership(Undo("remove-control-plane", lambda c: {
-        "TARGET_NODE": c.node.name, "LEADER": c.settings.control_plane.name, "ETCD_URL": "https://127.0.0.1:2379",
-        "DRAIN_TIMEOUT_SECONDS": c.settings.kubernetes.drain_timeout_seconds,
+        "TARGET_NODE": c.node.name, **etcd_member_params(c), "DRAIN_TIMEOUT_SECONDS": c.settings.kubernetes.drain_timeout_seconds,
     })),
     # A version change: after the leader's `upgrade apply` and the control plane before, before any worker.
     *upgrade_by_upgrade_node(control_plane=True),

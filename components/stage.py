@@ -98,7 +98,7 @@ class Stage:
     """One step of a role's procedure: scripts/<name>.sh, run as root on a node."""
 
     name: str
-    """The script and the resource name's suffix."""
+    """The resource name's suffix, and the script unless `script` names another."""
     after: tuple[str, ...]
     """What it waits for: earlier stages of the role by name, or what the role provides."""
     params: Callable[[StageContext], dict[str, Value]] = _no_params
@@ -125,6 +125,12 @@ class Stage:
     """Runs when its inputs change, not when it is created (an upgrade step: a new node is at the version already)."""
     wanted: Callable[[Settings], bool] = _always
     """Whether the config asks for it (an addon's switch); turned off, its resource goes and `undo` runs."""
+    script: str = ""
+    """scripts/<script>.sh, where one role's step differs from another's of the same name (a control plane's join)."""
+
+    @property
+    def script_name(self) -> str:
+        return self.script or self.name
 
 
 def _if_reachable(context: StageContext, command: str) -> str:
@@ -166,7 +172,7 @@ def run_stages(
             else:
                 raise ValueError(f"stage {stage.name} waits for {name!r}: no earlier stage or provided resource")
         host = context.ticket.admin if stage.runs_on == ON_CONTROL_PLANE else context.host
-        script = as_root(render(stage.name, host.name, stage.params(context))) if stage.creates else None
+        script = as_root(render(stage.script_name, host.name, stage.params(context))) if stage.creates else None
         create, update = (None, script) if stage.on_change_only else (script, None)
         delete = as_root(render(stage.undo.script, host.name, stage.undo.params(context))) if stage.undo else None
         if stage.runs_on == ON_NODE_IF_REACHABLE:

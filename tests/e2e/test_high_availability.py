@@ -70,7 +70,7 @@ def test_three_control_planes_joined_one_at_a_time_are_ready_and_schedulable(clu
     cluster.report("joins: " + ", ".join(f"{name} {steps[f'k8s-{name}-join']} s" for name in control_planes(cluster)[1:]))
     diagnostics = cluster.first_up.diagnostics()
     order = [diagnostics.index(f"[etcd-member {name}] etcd member healthy") for name in control_planes(cluster)[1:]]
-    joins = [diagnostics.index(f"[join {name}] kubeadm join done") for name in control_planes(cluster)[1:]]
+    joins = [diagnostics.index(f"[join-control-plane {name}] kubeadm join done") for name in control_planes(cluster)[1:]]
     assert joins[0] < order[0] < joins[1] < order[1], (joins, order)
 
 

@@ -44,6 +44,9 @@ def test_the_leader_inits_then_each_control_plane_joins_after_the_one_before_the
     second_upload, second_join, second_member = (stage_of(ha, SECOND, s) for s in ("upload-certs", "join", "etcd-member"))
     third_upload, third_join = (stage_of(ha, THIRD, s) for s in ("upload-certs", "join"))
     assert depends(ha, second_upload, init) and depends(ha, second_join, second_upload)
+    # The first joins once the leader's pod network is out: a real run's leader, still rolling it out, was
+    # loaded to 16-18 while the second control plane joined.
+    assert stage_of(ha, LEADER, "cni").urn in second_upload.dependencies
     assert second_member.urn in third_upload.dependencies and depends(ha, third_join, third_upload)
     assert not depends(ha, second_join, third_join)
     third_member = stage_of(ha, THIRD, "etcd-member")
@@ -92,6 +95,19 @@ def test_a_joining_control_plane_joins_as_one_with_the_certificate_key(ha):
         assert (timeouts["controlPlaneComponentHealthCheck"], timeouts["etcdAPICall"]) == ("240s", "120s"), node
     (worker_join,) = yaml.safe_load_all(stage_of(ha, WORKERS[0], "join").inputs["stdin"])
     assert not {"controlPlaneComponentHealthCheck", "etcdAPICall"} & set(worker_join["timeouts"])
+
+
+def node_ip(node: str) -> str:
+    return f"192.168.56.{107 + [LEADER, *JOINING].index(node)}"
+
+
+def test_a_control_plane_joins_by_its_own_script_whose_retry_first_takes_its_etcd_member_out(ha):
+    for node in JOINING:
+        join = stage_of(ha, node, "join")
+        assert "readonly STAGE=join-control-plane" in join.inputs["create"], node
+        assert join.param("ETCD_PEER_URL") == f"https://{node_ip(node)}:2380" and join.param("LEADER") == LEADER, node
+    for worker in WORKERS:
+        assert "readonly STAGE=join\n" in stage_of(ha, worker, "join").inputs["create"], worker
 
 
 def test_the_certificate_key_is_secret_and_never_on_a_command_line(ha):
@@ -143,6 +159,7 @@ def test_a_control_plane_leaves_drained_without_its_etcd_member_and_node_then_re
         assert "readonly STAGE=remove-control-plane" in membership.inputs["delete"]
         assert f"readonly TARGET_NODE={node}" in membership.inputs["delete"]
         assert f"readonly LEADER={LEADER}" in membership.inputs["delete"]
+        assert f"readonly ETCD_PEER_URL=https://{node_ip(node)}:2380" in membership.inputs["delete"]
         assert membership.inputs["connection"]["host"] == "192.168.56.107"
         assert "readonly STAGE=reset" in reset.inputs["delete"]
         assert membership.deleted_with == leader_domain.urn and reset.deleted_with == leader_domain.urn

@@ -60,7 +60,7 @@ def declared_scripts(scope: str = "kubernetes") -> set[str]:
     """Every script the procedure runs in `scope`: stages that create, and undo scripts."""
     stages = [stage for role in procedure.ROLES.values() for stage in role if in_scope(stage.scope, scope)]
     build = {step.script for step in procedure.PREPARED_IMAGE_BUILD if in_scope(step.scope, scope)}
-    return {s.name for s in stages if s.creates} | {s.undo.script for s in stages if s.undo} | build
+    return {s.script_name for s in stages if s.creates} | {s.undo.script for s in stages if s.undo} | build
 
 
 def test_every_stage_file_is_declared_by_the_procedure():
@@ -323,13 +323,14 @@ def test_tool_scripts_pass_shellcheck():
     assert result.returncode == 0, result.stdout
 
 
-# Each init or join exits with the next code in $FAKE_RCS (one per line), then 0.
+# Each init or join exits with the next code in $FAKE_RCS (one per line), then 0; a join writes
+# $FAKE_JOIN_WRITES besides.
 FAKE_KUBEADM = """#!/bin/bash
 echo "$*" >>"$FAKE_LOG"
 if [[ "$1" == init ]]; then
   mkdir -p /etc/kubernetes/manifests && touch /etc/kubernetes/admin.conf /etc/kubernetes/manifests/etcd.yaml
 fi
-if [[ "$1" == join ]]; then touch /etc/kubernetes/kubelet.conf; fi
+if [[ "$1" == join ]]; then touch /etc/kubernetes/kubelet.conf ${FAKE_JOIN_WRITES:-}; fi
 if [[ "$1" == reset ]]; then rm -rf /etc/kubernetes/*.conf /etc/kubernetes/manifests; exit 0; fi
 rc=$(head -n 1 "$FAKE_RCS"); sed -i 1d "$FAKE_RCS"
 exit "${rc:-0}"
@@ -341,15 +342,22 @@ echo "$*" >>"$FAKE_CURL_LOG"
 """
 
 
-def run_kubeadm_stage(tmp_path: Path, stage: str, params: dict, call: str, rcs: list[int], api_ready_after: int = 0):
+def run_kubeadm_stage(tmp_path: Path, stage: str, params: dict, call: str, rcs: list[int], api_ready_after: int = 0,
+                      kubectl: str = "", **env: str):
     """The kubeadm step of stage `stage` on a private /etc and /var (tmpfs in a user and mount
-    namespace that keep their state in tmp_path between runs), with stand-ins for kubeadm and curl."""
+    namespace that keep their state in tmp_path between runs), with stand-ins for kubeadm, curl
+    and, given, kubectl."""
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     for directory in (bin_dir, state / "etc", state / "var"):
         directory.mkdir(parents=True, exist_ok=True)
-    for name, text in (("kubeadm", FAKE_KUBEADM), ("curl", FAKE_CURL)):
+    for name, text in (("kubeadm", FAKE_KUBEADM), ("curl", FAKE_CURL), ("kubectl", kubectl)):
+        if not text:
+            continue
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
+    # awk is a link through /etc/alternatives, which the private /etc hides.
+    if not (bin_dir / "awk").exists():
+        (bin_dir / "awk").symlink_to(Path(shutil.which("awk")).resolve())
     (tmp_path / "rcs").write_text("".join(f"{rc}\n" for rc in rcs))
     script = tmp_path / f"{stage}.sh"
     script.write_text(render(stage, "k8snode", params))
@@ -361,7 +369,7 @@ def run_kubeadm_stage(tmp_path: Path, stage: str, params: dict, call: str, rcs: 
         ["unshare", "-rm", "bash", "-c", f"set -euo pipefail; {inner}"],
         env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_LOG": str(tmp_path / "calls"),
              "FAKE_RCS": str(tmp_path / "rcs"), "FAKE_CURL_LOG": str(tmp_path / "curl"),
-             "FAKE_API_READY_AFTER": str(api_ready_after)},
+             "FAKE_API_READY_AFTER": str(api_ready_after), **env},
         input="", capture_output=True, text=True, check=False,
     )
 
@@ -463,6 +471,83 @@ def test_a_joined_worker_is_skipped(tmp_path):
     again = run_join(tmp_path, rcs=[])
     assert again.returncode == 0 and "kubeadm join done before; skipped" in again.stdout
     assert kubeadm_calls(tmp_path) == ["join"]
+
+
+# etcdctl through `kubectl exec`, logged with kubeadm's calls: the leader's member and $FAKE_MEMBER;
+# with $FAKE_ETCD_DOWN set, etcd does not answer. Every node is Ready.
+FAKE_KUBECTL_FOR_ETCD = """#!/bin/bash
+echo "kubectl $*" >>"$FAKE_LOG"
+case "$*" in
+  *'type=="Ready"'*) echo True ;;
+  *'member list'*) [[ -z "${FAKE_ETCD_DOWN:-}" ]] || exit 1
+    echo "8e9e05c52164694d, started, k8smaster, https://192.168.56.107:2380, https://192.168.56.107:2379, false"
+    echo "$FAKE_MEMBER" ;;
+esac
+"""
+# Added by an unfinished join: a learner that never started has no name yet.
+UNSTARTED_MEMBER = "91bc3c398fb3c146, unstarted, , https://192.168.56.108:2380, , true"
+
+
+def run_control_plane_join(tmp_path: Path, rcs: list[int], timeout: int = 300, **env: str):
+    params = {"API_URL": "https://192.168.56.100:8443", "TIMEOUT_SECONDS": timeout, "LEADER": "k8smaster",
+              "ETCD_PEER_URL": "https://192.168.56.108:2380"}
+    env = {"FAKE_JOIN_WRITES": "/etc/kubernetes/admin.conf", "FAKE_MEMBER": UNSTARTED_MEMBER, **env}
+    return run_kubeadm_stage(tmp_path, "join-control-plane", params, "main", rcs, kubectl=FAKE_KUBECTL_FOR_ETCD, **env)
+
+
+def test_a_failed_control_plane_join_takes_its_etcd_member_and_node_out_before_the_reset(tmp_path):
+    """Seen on a real run: kubeadm reset deleted the data of a voting member it could not remove,
+    and the two-member etcd lost its quorum."""
+    result = run_control_plane_join(tmp_path, rcs=[1, 0])
+    assert result.returncode == 0, result.stderr
+    assert kubeadm_calls(tmp_path) == ["join", "kubectl", "kubectl", "kubectl", "reset", "join"]
+    left = [line for line in (tmp_path / "calls").read_text().splitlines() if line.startswith("kubectl")]
+    assert "exec etcd-k8smaster -- etcdctl" in left[0] and left[0].endswith(" member list")
+    assert left[1].endswith(" member remove 91bc3c398fb3c146") and left[2] == "kubectl delete node k8snode --ignore-not-found"
+    logs = tmp_path / "state" / "var" / "log" / "kvm-kubeadm"
+    assert (logs / "join-control-plane.log.failed").exists(), "the failed attempt's log is kept"
+
+
+def test_a_control_plane_whose_etcd_member_cannot_leave_is_not_reset(tmp_path):
+    failed = run_control_plane_join(tmp_path, rcs=[1], timeout=0)
+    assert failed.returncode != 0 and kubeadm_calls(tmp_path) == ["join"]
+    # The next `up`, with the cluster's etcd not answering: the node keeps its member's data.
+    retry = run_control_plane_join(tmp_path, rcs=[0], FAKE_ETCD_DOWN="1")
+    assert retry.returncode != 0
+    assert "etcd member did not leave the cluster; not resetting it" in retry.stderr
+    assert kubeadm_calls(tmp_path) == ["join", "kubectl"]
+
+
+def test_a_control_plane_join_that_failed_before_its_kubeconfig_is_reset_without_asking_etcd(tmp_path):
+    result = run_control_plane_join(tmp_path, rcs=[1, 0], FAKE_JOIN_WRITES="")
+    assert result.returncode == 0, result.stderr
+    assert kubeadm_calls(tmp_path) == ["join", "reset", "join"]
+
+
+def test_a_joined_control_plane_is_skipped(tmp_path):
+    assert run_control_plane_join(tmp_path, rcs=[0]).returncode == 0
+    again = run_control_plane_join(tmp_path, rcs=[])
+    assert again.returncode == 0 and "kubeadm join done before; skipped" in again.stdout
+    assert kubeadm_calls(tmp_path) == ["join"]
+
+
+@pytest.mark.parametrize("etcd_down, rc, calls", [
+    ("", 0, ["drain k8smaster2", "-n kube-system exec etcd-k8smaster --", "-n kube-system exec etcd-k8smaster --",
+             "delete node k8smaster2"]),
+    # Without its member removed, the Node stays, and the removal can be run again.
+    ("1", 1, ["drain k8smaster2", "-n kube-system exec etcd-k8smaster --"]),
+])
+def test_removing_a_control_plane_removes_its_etcd_member_by_its_peer_url_then_its_node(tmp_path, etcd_down, rc, calls):
+    params = {"TARGET_NODE": "k8smaster2", "LEADER": "k8smaster", "ETCD_PEER_URL": "https://192.168.56.108:2380",
+              "DRAIN_TIMEOUT_SECONDS": 300}
+    removal = run_against_kubectl(tmp_path, "remove-control-plane", params, FAKE_KUBECTL_FOR_ETCD,
+                                  FAKE_LOG=str(tmp_path / "kubectl"), FAKE_MEMBER=UNSTARTED_MEMBER, FAKE_ETCD_DOWN=etcd_down)
+    assert removal.returncode == rc, removal.stderr
+    acting = [line.removeprefix("kubectl ") for line in (tmp_path / "kubectl").read_text().splitlines()
+              if "Ready" not in line and not line.startswith("kubectl get node")]
+    assert len(acting) == len(calls) and all(map(str.startswith, acting, calls)), acting
+    if not rc:
+        assert acting[2].endswith(" member remove 91bc3c398fb3c146")
 
 
 # The node turns Ready from the $FAKE_READY_AFTER-th question on; its kubelet is v1.36.3, /readyz ok.
