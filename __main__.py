@@ -15,6 +15,8 @@ pulumi.export("workerIps", [worker.node.ip for worker in cluster.workers])
 if cluster.kubeconfig is not None:
     pulumi.export("kubeconfig", cluster.kubeconfig)
     pulumi.export("joinCommand", cluster.join_command)
+if cluster.certificates is not None:
+    pulumi.export("certificatesExpire", cluster.certificates.earliest)
 if cluster.headlamp_token is not None:
     pulumi.export("headlampToken", cluster.headlamp_token)
     pulumi.export("headlampUrl", addons.headlamp_url(settings))

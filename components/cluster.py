@@ -10,6 +10,7 @@ import pulumi
 import pulumi_libvirt as libvirt
 from pulumi_command import remote
 
+from providers.certificate_expiry import CertificateExpiry
 from providers.kubernetes_version import KubernetesVersion
 from providers.prepared_image import PreparedImage
 
@@ -40,6 +41,8 @@ class Cluster(pulumi.ComponentResource):
     """The control-plane nodes; the first, the leader, runs kubeadm init."""
     workers: list[Worker]
     """The worker nodes, in config order."""
+    certificates: CertificateExpiry | None
+    """The control planes' certificate check and renewal, on every `up` (None in an os-prep-only stack)."""
     stages: dict[str, remote.Command]
     """The cluster-wide stages (procedure.CLUSTER), run on the leader."""
     kubeconfig: pulumi.Output[str] | None
@@ -151,11 +154,21 @@ class Cluster(pulumi.ComponentResource):
                 for stage in ("join", "ready", "etcd-member") if stage in node.stages
             ],
         }
+        self.certificates = None
         if leader.ticket is not None:
             provided[procedure.POD_NETWORK] = [leader.ticket.pod_network]
+            # After every control plane is up at the configured version: an upgrade renews the certificates.
+            self.certificates = CertificateExpiry(
+                f"{name}-certificate-expiry", certificate_expiry_inputs(settings),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[
+                    node.stages[stage] for node in self.control_planes
+                    for stage in (procedure.UPGRADED, "etcd-member") if stage in node.stages
+                ]),
+            )
+            provided[procedure.CERTIFICATES] = [self.certificates]
         context = StageContext(
             settings, spec, Host(leader.node.name, leader.node.connection), leader.node.root_volume.id,
-            lifeline=leader.node.domain,
+            lifeline=leader.node.domain, certificates=self.certificates,
         )
         self.stages = run_stages(procedure.CLUSTER, name, context, provided, parent=self)
 
@@ -164,7 +177,7 @@ class Cluster(pulumi.ComponentResource):
             self.headlamp_token = pulumi.Output.secret(self.stages["headlamp"].stdout.apply(str.strip))
         if leader.ticket is not None:
             ticket = leader.ticket
-            self.kubeconfig = leader.kubeconfig
+            self.kubeconfig = pulumi.Output.secret(self.stages["kubeconfig"].stdout)
             self.join_command = pulumi.Output.secret(
                 pulumi.Output.all(ticket.token, ticket.ca_hash).apply(lambda args: kubeadm.join_command(ticket.endpoint, *args))
             )
@@ -175,6 +188,7 @@ class Cluster(pulumi.ComponentResource):
                 "kubeconfig": self.kubeconfig,
                 "join_command": self.join_command,
                 "headlamp_token": self.headlamp_token,
+                "certificates_expire": self.certificates.earliest if self.certificates else None,
                 "prepared_image": self.prepared_image.volume if self.prepared_image else None,
             }
         )
@@ -197,6 +211,17 @@ def builder_address(settings: Settings) -> IPv4Address:
     """The prepared image's builder's address: the subnet's last that no node and no VIP has."""
     taken = {node.ip for node in settings.nodes} | ({settings.vip} if settings.vip else set())
     return next(ip for ip in reversed(list(settings.network.subnet.hosts())) if ip not in taken)
+
+
+def certificate_expiry_inputs(settings: Settings) -> dict:
+    """The certificate check's commands for each control plane, the renewal window, and the SSH login."""
+    return {
+        "nodes": procedure.certificates_commands(settings),
+        "renew_before_days": settings.certificates.renew_before_days,
+        "ssh_user": settings.ssh.user,
+        "private_key_path": str(settings.ssh.private_key_path.expanduser()),
+        "ssh_options": list(SSH_OPTIONS),
+    }
 
 
 def prepared_image_inputs(settings: Settings, base_volume: libvirt.Volume, network: Network) -> dict:

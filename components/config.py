@@ -26,7 +26,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from .config_schema import (
-    LABEL, MIN_DISK_GIB, MIN_MEMORY_MIB, MIN_VCPU, Addons, Containerd, ControlPlane, Firewall, Image, Kubernetes,
+    LABEL, MIN_DISK_GIB, MIN_MEMORY_MIB, MIN_VCPU, Addons, Certificates, Containerd, ControlPlane, Firewall, Image, Kubernetes,
     Libvirt, Mirrors, Network, Registry, Scope, Ssh, StackConfig, Workers, bounds,
 )
 
@@ -117,6 +117,7 @@ class Settings:
     """Download locations, with the preset applied."""
     flannel: FlannelRelease
     addons: Addons
+    certificates: Certificates
     containerd: Containerd
     registries: tuple[RegistryAccess, ...]
     """Registry mirrors and trust, by registry host."""
@@ -527,6 +528,7 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
         mirrors=mirrors,
         flannel=FlannelRelease(flannel.version, versioned(mirrors.flannel_manifest, flannel.version)),
         addons=valid["addons"],
+        certificates=valid["certificates"],
         containerd=valid["containerd"],
         registries=registries,
         firewall=valid["firewall"],

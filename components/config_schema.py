@@ -393,6 +393,17 @@ class Addons(_Section):
     )
 
 
+class Certificates(_Section):
+    """The control planes' kubeadm certificates (one year each), checked on every `up`."""
+
+    renew_before_days: int = Field(
+        30, ge=1, le=3650,
+        description="renew a control plane's certificates (`kubeadm certs renew all`, its static pods restarted) on the "
+        "`up` that finds the earliest of them expiring within this many days; the stack output "
+        "`certificatesExpire` shows the earliest expiry",
+    )
+
+
 class Containerd(_Section):
     source: Literal["docker", "distro"] = Field(
         "docker",
@@ -493,6 +504,7 @@ class StackConfig(_Section):
     kubernetes: Kubernetes = Field(default_factory=Kubernetes, description="the Kubernetes release and cluster networks")
     flannel: Flannel = Field(default_factory=Flannel, description="the pod network add-on")
     addons: Addons = Field(default_factory=Addons, description="metrics, storage and the dashboard")
+    certificates: Certificates = Field(default_factory=Certificates, description="certificate renewal")
     mirrors: Mirrors = Field(default_factory=Mirrors, description="download locations; `mirrors: cn` is short for `{preset: cn}`")
     containerd: Containerd = Field(default_factory=Containerd, description="the container runtime")
     registries: dict[RegistryHost, Registry] = Field(

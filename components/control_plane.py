@@ -34,8 +34,6 @@ class ControlPlane(pulumi.ComponentResource):
     """`sha256:<hex>` of the cluster CA's public key (secret; the leader's)."""
     ticket: JoinTicket | None
     """What a joining node needs from this control plane (the leader's)."""
-    kubeconfig: pulumi.Output[str] | None
-    """Admin kubeconfig (secret; the leader's); its server is the cluster's endpoint."""
 
     def __init__(
         self,
@@ -56,7 +54,7 @@ class ControlPlane(pulumi.ComponentResource):
         provided: dict[str, list[pulumi.Resource]] = {procedure.VM: [self.node.domain]}
         if rollout is not None:
             provided[procedure.KUBERNETES_VERSION] = [rollout.version]
-        self.token = self.ca_hash = self.ticket = self.kubeconfig = None
+        self.token = self.ca_hash = self.ticket = None
         if joins is not None:
             context = dataclasses.replace(context, ticket=joins, lifeline=joins.lifeline)
             provided[procedure.JOIN_PREREQUISITES] = list(joins.prerequisites)
@@ -80,7 +78,6 @@ class ControlPlane(pulumi.ComponentResource):
         if bootstrap_token is not None:
             self.token = pulumi.Output.secret(bootstrap_token.token)
             self.ca_hash = pulumi.Output.secret(self.stages["ca-hash"].stdout.apply(str.strip))
-            self.kubeconfig = pulumi.Output.secret(self.stages["kubeconfig"].stdout)
             # With a VIP the cluster can have control planes join, now or later.
             certificate_key = None
             if settings.vip is not None:
@@ -97,4 +94,4 @@ class ControlPlane(pulumi.ComponentResource):
                 lifeline=self.node.domain,
                 certificate_key=certificate_key,
             )
-        self.register_outputs({"ip": self.node.ip, "kubeconfig": self.kubeconfig, "ca_hash": self.ca_hash})
+        self.register_outputs({"ip": self.node.ip, "ca_hash": self.ca_hash})

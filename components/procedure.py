@@ -12,6 +12,7 @@ Besides earlier stages of the same role, a stage may wait for what its role prov
   ROLLOUT_TURN        the upgrade that finishes before this node's (a worker, a joining control plane)
   CONTROL_PLANE_TURN  the control plane that joins before this one, its etcd member healthy; for the
                       first, the leader's pod network rolled out (a joining control plane)
+  CERTIFICATES        the control planes' certificates checked, and renewed where due (the cluster)
 
 The upgrade stages run only when their inputs change, never when created: a new
 node installs the configured version, so only a version change gives them work.
@@ -38,6 +39,7 @@ JOINED_NODES = "joined-nodes"
 KUBERNETES_VERSION = "kubernetes-version"
 ROLLOUT_TURN = "rollout-turn"
 CONTROL_PLANE_TURN = "control-plane-turn"
+CERTIFICATES = "certificates"
 
 CONTROL_PLANE_PORTS = ("6443/tcp", "2379:2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp", "8472/udp")
 # What a node that runs workloads serves besides: kube-proxy's health check and the NodePort range.
@@ -216,7 +218,6 @@ CONTROL_PLANE = (
             "TIMEOUT_SECONDS": c.settings.kubernetes.ready_timeout_seconds,
         },
     ),
-    Stage("kubeconfig", after=("init",), secret_stdout=True),
     # A version change, as kubeadm's "Upgrading kubeadm clusters" does it, control plane first.
     upgrade_kubeadm(after=("init",)),
     Stage(
@@ -351,6 +352,8 @@ def addon(name: str, wanted: Callable[[Settings], bool], params: Callable[[Setti
 
 # Run on the control plane that bootstrapped the cluster, once every node has joined.
 CLUSTER = (
+    # The admin kubeconfig, read again when a renewal changed the certificates in it.
+    Stage("kubeconfig", after=(CERTIFICATES,), secret_stdout=True, reruns_on=lambda c: [c.certificates.earliest]),
     Stage(
         "ready", after=(POD_NETWORK, JOINED_NODES),
         params=lambda c: ready_params(c.settings, [n.name for n in c.settings.nodes], ADMIN_KUBECONFIG, check_readyz=True),
@@ -378,6 +381,27 @@ CLUSTER = (
 )
 
 ROLES = {"control plane": CONTROL_PLANE, "joining control plane": JOINING_CONTROL_PLANE, "worker": WORKER, "cluster": CLUSTER}
+
+
+def certificates_params(settings: Settings, renew: bool) -> dict[str, Value]:
+    return {
+        "RENEW": renew, "API_SERVER_PORT": kubeadm.API_SERVER_PORT,
+        "STATIC_PODS": list(kubeadm.STATIC_POD_HAS_READINESS_PROBE),
+        "TIMEOUT_SECONDS": settings.kubernetes.control_plane_timeout_seconds,
+    }
+
+
+def certificates_commands(settings: Settings) -> list[dict[str, str]]:
+    """What providers/certificate_expiry.py runs on each control plane: the check, and the renewal
+    (scripts/certificates.sh), each as the SSH command that runs it as root."""
+    return [
+        {
+            "name": node.name, "ip": str(node.ip),
+            **{step: as_root(render(CERTIFICATES, node.name, certificates_params(settings, renew)))
+               for step, renew in (("check", False), ("renew", True))},
+        }
+        for node in settings.control_planes
+    ]
 
 
 def fetched_manifests(settings: Settings) -> list[tuple[str, str]]:

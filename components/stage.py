@@ -20,6 +20,7 @@ from .scripts import Value, as_root, render
 
 if TYPE_CHECKING:
     from providers.bootstrap_token import BootstrapToken
+    from providers.certificate_expiry import CertificateExpiry
 
     from .join_ticket import JoinTicket
 
@@ -71,6 +72,8 @@ class StageContext:
     """On a node that joins the cluster."""
     lifeline: Optional[pulumi.Resource] = None
     """The leader's VM, where a stage is `skipped_on_cluster_destroy`: when it goes, the whole cluster goes."""
+    certificates: Optional["CertificateExpiry"] = None
+    """The control planes' certificate check (the cluster's stages)."""
 
 
 def _no_params(_: StageContext) -> dict[str, Value]:

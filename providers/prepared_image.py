@@ -30,6 +30,8 @@ from typing import Any, Optional
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider
 
+from providers.ssh import run_over_ssh
+
 PREFIX = "kvm-kubeadm-prepared-"
 # The builder needs the ones a node does (kubeadm preflight).
 BUILDER_VCPU, BUILDER_MEMORY_MIB = 2, 2048
@@ -134,14 +136,6 @@ class Build:
             if self.virsh.has_volume(self.pool, volume):
                 self.virsh.run("vol-delete", "--pool", self.pool, volume)
 
-    def ssh(self, ip: str, command: str, timeout: float) -> subprocess.CompletedProcess:
-        props = self.props
-        argv = ["ssh", "-i", props["private_key_path"], *props["ssh_options"], f"{props['ssh_user']}@{ip}", command]
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return subprocess.CompletedProcess(argv, 124, "", f"no answer within {timeout:.0f} s")
-
     def boot(self) -> str:
         """Start the builder and return its address once it answers over SSH."""
         props, virsh = self.props, self.virsh
@@ -159,7 +153,7 @@ class Build:
         timeout = int(props["boot_timeout_seconds"])
         ip, deadline = props["builder_ip"], time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.ssh(ip, "true", timeout=60).returncode == 0:
+            if run_over_ssh(props, ip, "true", timeout=60).returncode == 0:
                 return ip
             time.sleep(5)
         raise RuntimeError(f"the prepared image's builder {self.domain} did not answer over SSH "
@@ -167,7 +161,7 @@ class Build:
 
     def run_scripts(self, ip: str) -> None:
         for script in self.props["scripts"]:
-            result = self.ssh(ip, script, timeout=SCRIPT_TIMEOUT_SECONDS)
+            result = run_over_ssh(self.props, ip, script, timeout=SCRIPT_TIMEOUT_SECONDS)
             if result.returncode != 0:
                 stage = re.search(r"readonly STAGE=(\S+)", script).group(1)
                 tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-40:])

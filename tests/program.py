@@ -71,6 +71,7 @@ HIGHLY_AVAILABLE = {"controlPlane": {"name": "k8smaster", "ip": "192.168.56.107"
 FAKE_CA_HASH = "sha256:" + "ab" * 32
 FAKE_TOKEN = "abcdef.0123456789abcdef"
 FAKE_CERTIFICATE_KEY = "c0ffee" * 10 + "c0de"
+FAKE_CERTIFICATES_EXPIRE = "2027-12-07T12:00:00Z"
 FAKE_LOGIN_TOKEN = "eyJhbGciOiJSUzI1NiJ9.fake-service-account-token"
 FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: https://192.168.56.107:6443\n  name: kubernetes\n"
 
@@ -152,6 +153,9 @@ class Mocks(pulumi.runtime.Mocks):
             outputs.update(token=FAKE_TOKEN, expires="2026-11-27T00:00:00Z", expires_epoch=1795737600)
         if args.typ == DYNAMIC and args.name.endswith("-certificate-key"):
             outputs["key"] = FAKE_CERTIFICATE_KEY
+        if args.typ == DYNAMIC and args.name.endswith("-certificate-expiry"):
+            outputs.update(earliest=FAKE_CERTIFICATES_EXPIRE, renewed=[],
+                           expiries={node["name"]: FAKE_CERTIFICATES_EXPIRE for node in outputs["nodes"]})
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):

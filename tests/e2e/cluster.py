@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -121,6 +122,37 @@ def busybox_image(registry: str = REGISTRY) -> str:
     """The kit's flannel CNI plugin image, which carries a static busybox: no image from outside the kit."""
     (tag,) = [ref for ref in registry_tags(KIT) if ref.startswith("flannel-io/flannel-cni-plugin:")]
     return f"{registry}/{tag}"
+
+
+@contextmanager
+def client_loop(namespace: LibvirtNetns, url: str) -> Iterator[list[tuple[float, bool]]]:
+    """Ask `url` (an API server's /readyz) once a second, each question bounded, while the block runs;
+    the answers, as (monotonic time asked, answered ok), fill the list it yields."""
+    answers: list[tuple[float, bool]] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            asked = time.monotonic()
+            result = namespace.run(["curl", "-sk", "--max-time", "3", url], check=False, timeout=30)
+            answers.append((asked, result.stdout.strip() == "ok"))
+            stop.wait(max(0.0, 1 - (time.monotonic() - asked)))
+
+    client = threading.Thread(target=ask)
+    client.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        client.join(timeout=60)
+
+
+def longest_silence(answers: list[tuple[float, bool]]) -> float:
+    """The longest time between two answers that were ok (or before the first, after the last)."""
+    if not answers:
+        return 0.0
+    times = [answers[0][0], *(t for t, ok in answers if ok), answers[-1][0]]
+    return max(later - earlier for earlier, later in zip(times, times[1:]))
 
 
 class RunningCluster(E2eStack):

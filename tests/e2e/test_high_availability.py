@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 
 import pytest
 
-from tests.e2e.cluster import control_planes_up_on_kit, skip_unless_opted_in
+from tests.e2e.cluster import client_loop, control_planes_up_on_kit, skip_unless_opted_in
 from tests.e2e.stack import STACK
 
 pytestmark = pytest.mark.e2e
@@ -96,27 +95,11 @@ def test_a_second_up_changes_nothing(cluster):
 
 def test_the_api_answers_through_the_vip_while_its_holder_is_shut_off(cluster):
     (holder,) = vip_holders(cluster)
-    url = f"https://{cluster.settings.vip}:8443/readyz"
-    answers: list[tuple[float, bool]] = []
-    stop = threading.Event()
-
-    def ask() -> None:
-        while not stop.is_set():
-            asked = time.monotonic()
-            result = cluster.namespace.run(["curl", "-sk", "--max-time", "3", url], check=False, timeout=30)
-            answers.append((asked, result.stdout.strip() == "ok"))
-            stop.wait(max(0.0, 1 - (time.monotonic() - asked)))
-
-    client = threading.Thread(target=ask)
-    client.start()
-    try:
+    with client_loop(cluster.namespace, f"https://{cluster.settings.vip}:8443/readyz") as answers:
         time.sleep(20)
         lost = time.monotonic()
         cluster.namespace.virsh("destroy", f"{STACK}-{holder}")
         time.sleep(AFTER_THE_LOSS_SECONDS)
-    finally:
-        stop.set()
-        client.join(timeout=60)
     after = [(t - lost, ok) for t, ok in answers if t >= lost]
     failed = [t for t, ok in after if not ok]
     resumed = max(failed, default=0.0)

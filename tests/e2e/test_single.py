@@ -24,7 +24,7 @@ from components import addons
 from components.config import libvirt_name, parse
 from providers.prepared_image import PREFIX as PREPARED_PREFIX
 from tests.e2e.cluster import (
-    CONTROL_PLANE, busybox_image, control_planes_up_on_kit, identity_left_in, kubectl_binary,
+    CONTROL_PLANE, busybox_image, client_loop, control_planes_up_on_kit, identity_left_in, kubectl_binary, longest_silence,
 )
 from tests.e2e.stack import STACK
 
@@ -35,6 +35,8 @@ WITHOUT_DASHBOARD = {"headlamp": False}
 BUSYBOX = "/bin/busybox"
 # Under emulation metrics-server's first scrape, and the API server's view of it, take a while.
 METRICS_SECONDS = 600
+# One control plane: its API server is down while it restarts on the renewed certificates.
+RENEWAL_SILENCE_SECONDS = 600
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +187,38 @@ def test_the_read_only_login_reads_everything_but_secrets_and_changes_nothing(si
     for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "deployments"), ("delete", "pods"),
                            ("update", "clusterrolebindings")]:
         assert not may(verb, resource), (verb, resource)
+
+
+def client_certificate_expiry(kubeconfig: str) -> str:
+    """The notAfter of the client certificate in an admin kubeconfig."""
+    user = yaml.safe_load(kubeconfig)["users"][0]["user"]
+    pem = base64.b64decode(user["client-certificate-data"])
+    return subprocess.run(["openssl", "x509", "-noout", "-enddate"], input=pem, capture_output=True, check=True).stdout.decode()
+
+
+def test_an_up_whose_window_is_reached_renews_the_certificates_while_the_api_answers(single):
+    """A window wider than the certificates' year makes them due at once: the renewal, the restarted static
+    pods, the new expiry in `certificatesExpire` and in the exported kubeconfig, and the API through it all."""
+    before = single.pulumi("stack", "output", "certificatesExpire").stdout.strip()
+    kubeconfig_before = client_certificate_expiry(single.kubeconfig())
+    config = single.config
+    single.set_config({**config, "certificates": {"renewBeforeDays": 400}})
+    with client_loop(single.namespace, f"https://{single.settings.control_plane.ip}:6443/readyz") as answers:
+        up = single.up()
+        time.sleep(5)
+    single.report_up("an up that renews the certificates", up)
+    after = single.pulumi("stack", "output", "certificatesExpire").stdout.strip()
+    silence = longest_silence(answers)
+    single.report(f"certificates: {before} -> {after}; the API answered {sum(ok for _, ok in answers)} of "
+                  f"{len(answers)} questions, the longest silence {silence:.0f} s")
+    assert after > before
+    assert client_certificate_expiry(single.kubeconfig()) != kubeconfig_before, "the exported kubeconfig is the renewed one"
+    assert answers and answers[-1][1] and silence < RENEWAL_SILENCE_SECONDS, answers
+    single.wait_for_readyz()
+    # Back to the default window: recorded, and nothing renewed (a renewal would move the expiry).
+    single.set_config(config)
+    single.up()
+    assert single.pulumi("stack", "output", "certificatesExpire").stdout.strip() == after
 
 
 def test_a_second_up_changes_nothing(single):

@@ -104,7 +104,7 @@ def test_ready_check_waits_for_flannel_and_every_join(dev):
 
 def test_control_plane_stages_after_init_wait_for_it(dev):
     init = stage_of(dev, "k8smaster", "init")
-    for stage in ("ca-hash", "token", "cni", "kubeconfig"):
+    for stage in ("ca-hash", "token", "cni"):
         assert init.urn in stage_of(dev, "k8smaster", stage).dependencies, stage
 
 

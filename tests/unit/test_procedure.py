@@ -14,7 +14,7 @@ from tests.program import load_stack_config, run_program
 
 PROVIDED = {
     procedure.VM, procedure.BOOTSTRAP_TOKEN, procedure.JOIN_PREREQUISITES, procedure.POD_NETWORK, procedure.JOINED_NODES,
-    procedure.KUBERNETES_VERSION, procedure.ROLLOUT_TURN, procedure.CONTROL_PLANE_TURN,
+    procedure.KUBERNETES_VERSION, procedure.ROLLOUT_TURN, procedure.CONTROL_PLANE_TURN, procedure.CERTIFICATES,
 }
 
 

@@ -48,6 +48,9 @@ def rendered_scripts(ssh_keys) -> dict[str, str]:
                 lines[f"{command.name}.{field}"] = line
     (image,) = [r for r in run.registrations if r.type == DYNAMIC and r.name.endswith("-prepared-image")]
     lines.update({f"{image.name}.{index}": line for index, line in enumerate(image.inputs["scripts"])})
+    (certificates,) = [r for r in run.registrations if r.type == DYNAMIC and r.name.endswith("-certificate-expiry")]
+    lines.update({f"{certificates.name}.{node['name']}.{step}": node[step]
+                  for node in certificates.inputs["nodes"] for step in ("check", "renew")})
     scripts = {}
     for key, line in lines.items():
         argv = shlex.split(line)
@@ -60,7 +63,8 @@ def declared_scripts(scope: str = "kubernetes") -> set[str]:
     """Every script the procedure runs in `scope`: stages that create, and undo scripts."""
     stages = [stage for role in procedure.ROLES.values() for stage in role if in_scope(stage.scope, scope)]
     build = {step.script for step in procedure.PREPARED_IMAGE_BUILD if in_scope(step.scope, scope)}
-    return {s.script_name for s in stages if s.creates} | {s.undo.script for s in stages if s.undo} | build
+    certificates = {procedure.CERTIFICATES} if in_scope("kubernetes", scope) else set()
+    return {s.script_name for s in stages if s.creates} | {s.undo.script for s in stages if s.undo} | build | certificates
 
 
 def test_every_stage_file_is_declared_by_the_procedure():
@@ -81,7 +85,7 @@ def test_every_stage_file_starts_strict():
 
 
 def test_rendered_scripts_pass_bash_n(rendered_scripts, tmp_path):
-    assert len(rendered_scripts) == 85
+    assert len(rendered_scripts) == 91
     for key, script in rendered_scripts.items():
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{key}: {result.stderr}"

@@ -125,7 +125,7 @@ def test_control_plane_domain_waits_for_its_sizing_guard(dev):
     assert guard.urn in control_plane.dependencies
     for worker in (d for d in dev.of_type(DOMAIN) if d is not control_plane):
         assert guard.urn not in worker.dependencies, worker.urn
-    assert len(dev.of_type(DYNAMIC)) == 3  # the guard, the bootstrap token and the Kubernetes version
+    assert len(dev.of_type(DYNAMIC)) == 4  # the guard, the bootstrap token, the Kubernetes version, the certificates
 
 
 def test_every_child_is_parented_to_its_component(dev):
