@@ -17,6 +17,8 @@ if cluster.kubeconfig is not None:
     pulumi.export("joinCommand", cluster.join_command)
 if cluster.certificates is not None:
     pulumi.export("certificatesExpire", cluster.certificates.earliest)
+if cluster.etcd_snapshot is not None:
+    pulumi.export("etcdSnapshot", cluster.etcd_snapshot.path)
 if cluster.headlamp_token is not None:
     pulumi.export("headlampToken", cluster.headlamp_token)
     pulumi.export("headlampUrl", addons.headlamp_url(settings))

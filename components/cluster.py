@@ -11,6 +11,7 @@ import pulumi_libvirt as libvirt
 from pulumi_command import remote
 
 from providers.certificate_expiry import CertificateExpiry
+from providers.etcd_snapshot import EtcdSnapshot
 from providers.kubernetes_version import KubernetesVersion
 from providers.prepared_image import PreparedImage
 
@@ -45,6 +46,8 @@ class Cluster(pulumi.ComponentResource):
     """The control planes' certificate check and renewal, on every `up` (None in an os-prep-only stack)."""
     stages: dict[str, remote.Command]
     """The cluster-wide stages (procedure.CLUSTER), run on the leader."""
+    etcd_snapshot: EtcdSnapshot | None
+    """The newest etcd snapshot kept on the KVM host (None unless `snapshots.everyUp` or `snapshots.trigger`)."""
     kubeconfig: pulumi.Output[str] | None
     """Admin kubeconfig (secret; None in an os-prep-only stack)."""
     join_command: pulumi.Output[str] | None
@@ -171,6 +174,12 @@ class Cluster(pulumi.ComponentResource):
             lifeline=leader.node.domain, certificates=self.certificates,
         )
         self.stages = run_stages(procedure.CLUSTER, name, context, provided, parent=self)
+        self.etcd_snapshot = None
+        if self.certificates is not None and (settings.snapshots.every_up or settings.snapshots.trigger):
+            self.etcd_snapshot = EtcdSnapshot(
+                f"{name}-etcd-snapshot", etcd_snapshot_inputs(settings),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.stages["ready"]]),
+            )
 
         self.kubeconfig = self.join_command = self.headlamp_token = None
         if "headlamp" in self.stages:
@@ -213,14 +222,36 @@ def builder_address(settings: Settings) -> IPv4Address:
     return next(ip for ip in reversed(list(settings.network.subnet.hosts())) if ip not in taken)
 
 
+def ssh_login(settings: Settings) -> dict:
+    """How a dynamic provider logs in to the nodes (providers/ssh.py)."""
+    return {
+        "ssh_user": settings.ssh.user,
+        "private_key_path": str(settings.ssh.private_key_path.expanduser()),
+        "ssh_options": list(SSH_OPTIONS),
+    }
+
+
 def certificate_expiry_inputs(settings: Settings) -> dict:
     """The certificate check's commands for each control plane, the renewal window, and the SSH login."""
     return {
         "nodes": procedure.certificates_commands(settings),
         "renew_before_days": settings.certificates.renew_before_days,
-        "ssh_user": settings.ssh.user,
-        "private_key_path": str(settings.ssh.private_key_path.expanduser()),
-        "ssh_options": list(SSH_OPTIONS),
+        **ssh_login(settings),
+    }
+
+
+def etcd_snapshot_inputs(settings: Settings) -> dict:
+    """The snapshot's script on the leader, where the host keeps the stack's snapshots, and when to take one."""
+    snapshots = settings.snapshots
+    return {
+        "command": procedure.etcd_snapshot_command(settings),
+        "node": settings.control_plane.name,
+        "ip": str(settings.control_plane.ip),
+        "directory": str(Path(snapshots.directory).expanduser() / settings.stack),
+        "keep": snapshots.keep,
+        "trigger": snapshots.trigger,
+        "every_up": snapshots.every_up,
+        **ssh_login(settings),
     }
 
 
@@ -244,8 +275,6 @@ def prepared_image_inputs(settings: Settings, base_volume: libvirt.Volume, netwo
         "builder_ip": str(builder_address(settings)),
         "base_volume": base_volume.id,
         "seed_path": str(cloudinit.write_seed_image(seed, settings.work_dir / "cloud-init")),
-        "ssh_user": settings.ssh.user,
-        "private_key_path": str(settings.ssh.private_key_path.expanduser()),
-        "ssh_options": list(SSH_OPTIONS),
+        **ssh_login(settings),
         "boot_timeout_seconds": settings.libvirt.boot_timeout_seconds,
     }

@@ -27,7 +27,7 @@ from pydantic_core import ErrorDetails
 
 from .config_schema import (
     LABEL, MIN_DISK_GIB, MIN_MEMORY_MIB, MIN_VCPU, Addons, Certificates, Containerd, ControlPlane, Firewall, Image, Kubernetes,
-    Libvirt, Mirrors, Network, Registry, Scope, Ssh, StackConfig, Workers, bounds,
+    Libvirt, Mirrors, Network, Registry, Scope, Snapshots, Ssh, StackConfig, Workers, bounds,
 )
 
 PROJECT = "kvm-kubeadm"
@@ -118,6 +118,7 @@ class Settings:
     flannel: FlannelRelease
     addons: Addons
     certificates: Certificates
+    snapshots: Snapshots
     containerd: Containerd
     registries: tuple[RegistryAccess, ...]
     """Registry mirrors and trust, by registry host."""
@@ -426,6 +427,13 @@ def check_addresses(
         seen_names.add(node.name)
 
 
+def check_snapshots(problems: _Problems, snapshots: Snapshots, scope: Scope) -> None:
+    """A snapshot needs a cluster's etcd."""
+    for key, on in (("everyUp", snapshots.every_up), ("trigger", snapshots.trigger)):
+        if on and scope != "kubernetes":
+            problems.add(f"snapshots.{key}", f"needs a cluster, but {problems.key('stages')} is {scope!r}")
+
+
 def check_addons(
     problems: _Problems, addons: Addons, scope: Scope, workers: tuple[NodeSpec, ...], schedulable: Optional[bool],
 ) -> None:
@@ -506,6 +514,8 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
     check_addresses(problems, network, control_plane_nodes, worker_nodes)
     if control_plane and {"addons", "scope"} <= valid.keys():
         check_addons(problems, valid["addons"], valid["scope"], worker_nodes, control_plane.schedulable)
+    if {"snapshots", "scope"} <= valid.keys():
+        check_snapshots(problems, valid["snapshots"], valid["scope"])
 
     if problems.lines:
         raise ConfigError(problems.lines)
@@ -529,6 +539,7 @@ def parse(raw: Mapping[str, Any], stack: str, project_dir: Path, project: str = 
         flannel=FlannelRelease(flannel.version, versioned(mirrors.flannel_manifest, flannel.version)),
         addons=valid["addons"],
         certificates=valid["certificates"],
+        snapshots=valid["snapshots"],
         containerd=valid["containerd"],
         registries=registries,
         firewall=valid["firewall"],

@@ -404,6 +404,21 @@ class Certificates(_Section):
     )
 
 
+class Snapshots(_Section):
+    """etcd snapshots, with the PKI a restore needs, kept on the KVM host."""
+
+    every_up: bool = Field(False, description="take a snapshot on every `up` (each `up` then plans an update)")
+    trigger: str = Field(
+        "", description="take a snapshot on the next `up` whenever this value changes (a date, a counter); empty: none "
+        "on demand",
+    )
+    directory: str = Field(
+        "~/.kvm-kubeadm/snapshots",
+        description="directory on the KVM host that keeps them, one subdirectory per stack (mode 0700, each archive 0600)",
+    )
+    keep: int = Field(5, ge=1, le=1000, description="how many of the newest snapshots of the stack are kept")
+
+
 class Containerd(_Section):
     source: Literal["docker", "distro"] = Field(
         "docker",
@@ -505,6 +520,7 @@ class StackConfig(_Section):
     flannel: Flannel = Field(default_factory=Flannel, description="the pod network add-on")
     addons: Addons = Field(default_factory=Addons, description="metrics, storage and the dashboard")
     certificates: Certificates = Field(default_factory=Certificates, description="certificate renewal")
+    snapshots: Snapshots = Field(default_factory=Snapshots, description="etcd snapshots on the KVM host")
     mirrors: Mirrors = Field(default_factory=Mirrors, description="download locations; `mirrors: cn` is short for `{preset: cn}`")
     containerd: Containerd = Field(default_factory=Containerd, description="the container runtime")
     registries: dict[RegistryHost, Registry] = Field(

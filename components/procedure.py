@@ -26,6 +26,8 @@ from typing import Callable
 import pulumi
 import yaml
 
+from providers import etcd_snapshot
+
 from . import addons, kubeadm, load_balancer, registries
 from .config import NodeSpec, Settings
 from .scripts import Value, as_root, render
@@ -40,6 +42,8 @@ KUBERNETES_VERSION = "kubernetes-version"
 ROLLOUT_TURN = "rollout-turn"
 CONTROL_PLANE_TURN = "control-plane-turn"
 CERTIFICATES = "certificates"
+# Not a stage: the script providers/etcd_snapshot.py runs on the leader.
+ETCD_SNAPSHOT = "etcd-snapshot"
 
 CONTROL_PLANE_PORTS = ("6443/tcp", "2379:2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp", "8472/udp")
 # What a node that runs workloads serves besides: kube-proxy's health check and the NodePort range.
@@ -402,6 +406,12 @@ def certificates_commands(settings: Settings) -> list[dict[str, str]]:
         }
         for node in settings.control_planes
     ]
+
+
+def etcd_snapshot_command(settings: Settings) -> str:
+    """What providers/etcd_snapshot.py runs on the leader: scripts/etcd-snapshot.sh as root."""
+    leader = settings.control_plane.name
+    return as_root(render(ETCD_SNAPSHOT, leader, {"LEADER": leader, "PKI_FILES": list(etcd_snapshot.PKI_FILES)}))
 
 
 def fetched_manifests(settings: Settings) -> list[tuple[str, str]]:

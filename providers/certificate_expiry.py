@@ -7,6 +7,7 @@ The check runs in `diff`, which the engine calls on every preview and `up`: a cl
 certificates are as recorded and not due plans no change, one that is due plans an update (the
 renewal), and one whose certificates changed behind the program's back (an upgrade renews them)
 plans an update that records them. A control plane that does not answer leaves the record as it is.
+Deleting the resource leaves the certificates as they are.
 
 Re-imported by Pulumi's dynamic-provider process: imports cleanly, creates nothing.
 """
@@ -18,8 +19,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import DiffResult
 
+from providers.acting import ActingProvider
 from providers.ssh import run_over_ssh
 
 # A renewal restarts etcd and the API server; under emulation they take minutes to be ready again.
@@ -88,9 +90,11 @@ def apply(props: dict[str, Any]) -> dict[str, Any]:
     return {**props, "expiries": expiries, "earliest": min(expiries.values()), "renewed": renewed}
 
 
-class CertificateExpiryProvider(ResourceProvider):
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(id_="certificate-expiry", outs=apply(props))
+class CertificateExpiryProvider(ActingProvider):
+    resource_id = "certificate-expiry"
+
+    def act(self, props: dict[str, Any]) -> dict[str, Any]:
+        return apply(props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         inputs = ("nodes", "renew_before_days")
@@ -103,11 +107,6 @@ class CertificateExpiryProvider(ResourceProvider):
             elif due_nodes(recorded, news["renew_before_days"], datetime.now(timezone.utc)):
                 changed = ["earliest"]
         return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
-
-    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        return UpdateResult(outs=apply(news))
-
-    # Deleting it leaves the certificates on the nodes as they are: the base class's delete does nothing.
 
 
 class CertificateExpiry(pulumi.dynamic.Resource):

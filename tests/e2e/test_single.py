@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import base64
 import re
+import stat
 import subprocess
+import tarfile
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from components import addons
 from components.config import libvirt_name, parse
+from providers.etcd_snapshot import checked_archive
 from providers.prepared_image import PREFIX as PREPARED_PREFIX
 from tests.e2e.cluster import (
     CONTROL_PLANE, busybox_image, client_loop, control_planes_up_on_kit, identity_left_in, kubectl_binary, longest_silence,
@@ -187,6 +191,23 @@ def test_the_read_only_login_reads_everything_but_secrets_and_changes_nothing(si
     for verb, resource in [("get", "secrets"), ("list", "secrets"), ("create", "deployments"), ("delete", "pods"),
                            ("update", "clusterrolebindings")]:
         assert not may(verb, resource), (verb, resource)
+
+
+def test_an_up_with_a_new_trigger_keeps_a_checked_snapshot_on_the_host(single):
+    single.kubectl("create", "configmap", "kept-by-the-snapshot", "--from-literal=kept=yes")
+    directory = single.project.directory / "snapshots"
+    single.set_config({**single.config, "snapshots": {"trigger": "e2e", "directory": str(directory)}})
+    up = single.up()
+    path = Path(single.pulumi("stack", "output", "etcdSnapshot").stdout.strip())
+    status = checked_archive(path)
+    single.report(f"an up that takes a snapshot: {up.seconds:.0f} s; {path.stat().st_size} bytes, "
+                  f"revision {status['revision']}, {status['totalKey']} keys")
+    assert path.parent == directory / STACK
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    with tarfile.open(path) as archive:
+        assert b"/configmaps/default/kept-by-the-snapshot" in archive.extractfile("./etcd.db").read()
+        ca_key = archive.extractfile("./pki/ca.key").read().decode().splitlines()[1]
+    assert ca_key not in single.pulumi("stack", "export", "--show-secrets").stdout, "the CA key is not in the state"
 
 
 def client_certificate_expiry(kubeconfig: str) -> str:

@@ -1,14 +1,13 @@
 """scripts/certificates.sh against the real kubeadm built here, on a control plane's PKI that kubeadm
-makes in a private /etc (an overlay in a user, mount and network namespace: nothing leaves loopback):
-its report is what providers/certificate_expiry.py reads, and its renewal renews every certificate,
-restarts the static pods (a stand-in `ctr`, whose kill of the API server's container starts a TLS
-server on the renewed certificate, as the kubelet would) and waits until the new one is served."""
+makes on a private node (tests/tools/private_node.py): its report is what providers/certificate_expiry.py
+reads, and its renewal renews every certificate, restarts the static pods (a stand-in `ctr`, whose kill of
+the API server's container starts a TLS server on the renewed certificate, as the kubelet would) and
+waits until the new one is served."""
 
 from __future__ import annotations
 
 import shlex
 import subprocess
-import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,60 +16,36 @@ import pytest
 from components import kubeadm, procedure
 from components.scripts import render
 from providers.certificate_expiry import earliest_expiry
-from tests.tools.test_real_tools import BIN, need
+from tests.tools.private_node import run_on_private_node
 
 pytestmark = pytest.mark.tools
 
 API_PORT = 16443
-# kubeadm refuses a loopback advertise address: another one on the loopback of the test's own network namespace.
-NODE_IP = "192.0.2.10"
-INIT = textwrap.dedent(f"""\
-    apiVersion: {kubeadm.KUBEADM_API}
-    kind: InitConfiguration
-    localAPIEndpoint: {{advertiseAddress: {NODE_IP}, bindPort: {API_PORT}}}
-    nodeRegistration: {{name: k8smaster}}
-    ---
-    apiVersion: {kubeadm.KUBEADM_API}
-    kind: ClusterConfiguration
-    kubernetesVersion: v1.36.3
-""")
 # `containers list … ==kube-apiserver` names the API server's container; killing it serves the
 # certificate file anew. Every call is logged.
-FAKE_CTR = textwrap.dedent("""\
-    #!/bin/bash
-    echo "ctr $*" >>"$WORK/calls"
-    case "$*" in
-      *'containers list'*'==kube-apiserver'*) echo apiserver-1 ;;
-      *'tasks kill'*apiserver-1*) kill "$(cat "$WORK/server.pid")"; "$WORK/serve" ;;
-    esac
-""")
-SERVE = textwrap.dedent(f"""\
-    #!/bin/bash
-    openssl s_server -quiet -accept 127.0.0.1:{API_PORT} -cert /etc/kubernetes/pki/apiserver.crt \\
-      -key /etc/kubernetes/pki/apiserver.key </dev/null >/dev/null 2>&1 &
-    echo $! >"$WORK/server.pid"
-""")
+FAKE_CTR = """#!/bin/bash
+echo "ctr $*" >>{work}/calls
+case "$*" in
+  *'containers list'*'==kube-apiserver'*) echo apiserver-1 ;;
+  *'tasks kill'*apiserver-1*) kill "$(cat {work}/server.pid)"; {work}/serve ;;
+esac
+"""
+SERVE = f"""#!/bin/bash
+openssl s_server -quiet -accept 127.0.0.1:{API_PORT} -cert /etc/kubernetes/pki/apiserver.crt \\
+  -key /etc/kubernetes/pki/apiserver.key </dev/null >/dev/null 2>&1 &
+echo $! >{{work}}/server.pid
+"""
 
 
-def run_in_private_etc(tmp_path: Path, script: str) -> subprocess.CompletedProcess:
-    for directory in ("upper", "work", "bin"):
-        (tmp_path / directory).mkdir(exist_ok=True)
-    for name, text in (("ctr", FAKE_CTR), ("serve", SERVE)):
-        path = tmp_path / ("bin" if name == "ctr" else "") / name
-        path.write_text(text)
+def run_with_an_api_server(tmp_path: Path, steps: list[str]) -> subprocess.CompletedProcess:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for path, text in ((bin_dir / "ctr", FAKE_CTR), (tmp_path / "serve", SERVE)):
+        path.write_text(text.format(work=tmp_path))
         path.chmod(0o755)
-    (tmp_path / "init.yaml").write_text(INIT)
-    inner = " && ".join([
-        f"mount -t overlay overlay -o lowerdir=/etc,upperdir={tmp_path}/upper,workdir={tmp_path}/work /etc",
-        "ip link set lo up", f"ip addr add {NODE_IP}/24 dev lo",
-        f"{BIN}/kubeadm init phase certs all --config {tmp_path}/init.yaml >/dev/null",
-        f"{BIN}/kubeadm init phase kubeconfig all --config {tmp_path}/init.yaml >/dev/null",
-        f"{tmp_path}/serve", "sleep 1.1", script,
-    ])
-    return subprocess.run(
-        ["unshare", "-rmn", "bash", "-c", f"set -euo pipefail; {inner}; kill \"$(cat {tmp_path}/server.pid)\""],
-        env={"PATH": f"{tmp_path}/bin:{BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "WORK": str(tmp_path)},
-        capture_output=True, text=True, check=False, timeout=300,
+    return run_on_private_node(
+        tmp_path, [f"{tmp_path}/serve", "sleep 1.1", *steps, f"kill \"$(cat {tmp_path}/server.pid)\""], [bin_dir],
+        api_port=API_PORT,
     )
 
 
@@ -87,12 +62,11 @@ def dev_settings(ssh_keys):
     from tests.conftest import with_keys
     from tests.program import PROJECT_DIR, load_stack_config
 
-    need("kubeadm")
     return parse(with_keys(load_stack_config("dev"), ssh_keys), "dev", PROJECT_DIR)
 
 
 def test_the_check_reports_a_year_of_kubeadm_certificates(tmp_path, dev_settings):
-    result = run_in_private_etc(tmp_path, certificates_script(tmp_path, dev_settings, renew=False))
+    result = run_with_an_api_server(tmp_path, [certificates_script(tmp_path, dev_settings, renew=False)])
     assert result.returncode == 0, result.stderr
     expiry = earliest_expiry(result.stdout)
     now = datetime.now(timezone.utc)
@@ -104,7 +78,7 @@ def test_the_renewal_renews_restarts_the_static_pods_and_waits_for_the_new_servi
     before = tmp_path / "before.json"
     check = certificates_script(tmp_path, dev_settings, renew=False)
     renew = certificates_script(tmp_path, dev_settings, renew=True)
-    result = run_in_private_etc(tmp_path, f"{check} >{before} && sleep 1.1 && {renew}")
+    result = run_with_an_api_server(tmp_path, [f"{check} >{before}", "sleep 1.1", renew])
     assert result.returncode == 0, result.stderr
     assert earliest_expiry(result.stdout) > earliest_expiry(before.read_text())
     calls = (tmp_path / "calls").read_text().splitlines()

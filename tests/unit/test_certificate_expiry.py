@@ -5,8 +5,6 @@ control plane's certificate expiry; and its wiring under mocks."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 import textwrap
 from datetime import datetime, timedelta, timezone
 
@@ -14,6 +12,7 @@ import pytest
 
 from providers import certificate_expiry
 from providers.certificate_expiry import CertificateExpiryProvider, earliest_expiry, stamp
+from tests.fakes import put_on_path
 from tests.program import DYNAMIC, FAKE_CERTIFICATES_EXPIRE, run_program
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -45,11 +44,7 @@ SSH = textwrap.dedent("""\
 @pytest.fixture
 def nodes(tmp_path, monkeypatch):
     """Two control planes, their expiry in `days` from now each; returns a setter and the call log."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ssh").write_text(f"#!{sys.executable}\n{SSH}")
-    (bin_dir / "ssh").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    put_on_path(monkeypatch, tmp_path / "bin", "ssh", SSH)
     state_path = tmp_path / "nodes.json"
     monkeypatch.setenv("FAKE_NODES", str(state_path))
 

@@ -32,10 +32,10 @@ def dev_settings(ssh_keys):
 
 @pytest.fixture(scope="module")
 def rendered_scripts(ssh_keys) -> dict[str, str]:
-    """Every script the dev stack sends with three control planes behind a VIP, every addon and the prepared
-    image on, keyed by resource and field (or build step), unwrapped from `sudo bash -c`."""
+    """Every script the dev stack sends with three control planes behind a VIP, every addon, snapshots and the
+    prepared image on, keyed by resource and field (or build step), unwrapped from `sudo bash -c`."""
     config = with_keys(load_stack_config("dev"), ssh_keys)
-    run = run_program({**config, **HIGHLY_AVAILABLE, "addons": {"headlamp": True},
+    run = run_program({**config, **HIGHLY_AVAILABLE, "addons": {"headlamp": True}, "snapshots": {"everyUp": True},
                        "image": {**config.get("image", {}), "prepared": True}})
     assert run.error is None, run.error
     lines = {}
@@ -51,6 +51,8 @@ def rendered_scripts(ssh_keys) -> dict[str, str]:
     (certificates,) = [r for r in run.registrations if r.type == DYNAMIC and r.name.endswith("-certificate-expiry")]
     lines.update({f"{certificates.name}.{node['name']}.{step}": node[step]
                   for node in certificates.inputs["nodes"] for step in ("check", "renew")})
+    (snapshot,) = [r for r in run.registrations if r.type == DYNAMIC and r.name.endswith("-etcd-snapshot")]
+    lines[snapshot.name] = snapshot.inputs["command"]
     scripts = {}
     for key, line in lines.items():
         argv = shlex.split(line)
@@ -63,8 +65,9 @@ def declared_scripts(scope: str = "kubernetes") -> set[str]:
     """Every script the procedure runs in `scope`: stages that create, and undo scripts."""
     stages = [stage for role in procedure.ROLES.values() for stage in role if in_scope(stage.scope, scope)]
     build = {step.script for step in procedure.PREPARED_IMAGE_BUILD if in_scope(step.scope, scope)}
-    certificates = {procedure.CERTIFICATES} if in_scope("kubernetes", scope) else set()
-    return {s.script_name for s in stages if s.creates} | {s.undo.script for s in stages if s.undo} | build | certificates
+    # Run by dynamic providers over ssh.
+    by_providers = {procedure.CERTIFICATES, procedure.ETCD_SNAPSHOT} if in_scope("kubernetes", scope) else set()
+    return {s.script_name for s in stages if s.creates} | {s.undo.script for s in stages if s.undo} | build | by_providers
 
 
 def test_every_stage_file_is_declared_by_the_procedure():
@@ -85,7 +88,7 @@ def test_every_stage_file_starts_strict():
 
 
 def test_rendered_scripts_pass_bash_n(rendered_scripts, tmp_path):
-    assert len(rendered_scripts) == 91
+    assert len(rendered_scripts) == 92
     for key, script in rendered_scripts.items():
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{key}: {result.stderr}"
