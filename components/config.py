@@ -428,10 +428,12 @@ def check_addresses(
 
 
 def check_snapshots(problems: _Problems, snapshots: Snapshots, scope: Scope) -> None:
-    """A snapshot needs a cluster's etcd."""
-    for key, on in (("everyUp", snapshots.every_up), ("trigger", snapshots.trigger)):
+    """A snapshot needs a cluster's etcd; a restore, an archive of the stack's snapshots."""
+    for key, on in (("everyUp", snapshots.every_up), ("trigger", snapshots.trigger), ("restoreFrom", snapshots.restore_from)):
         if on and scope != "kubernetes":
             problems.add(f"snapshots.{key}", f"needs a cluster, but {problems.key('stages')} is {scope!r}")
+    if snapshots.restore_from and not Path(snapshots.restore_from).expanduser().is_file():
+        problems.add("snapshots.restoreFrom", f"{snapshots.restore_from!r} is not a file")
 
 
 def check_addons(

@@ -417,6 +417,10 @@ class Snapshots(_Section):
         description="directory on the KVM host that keeps them, one subdirectory per stack (mode 0700, each archive 0600)",
     )
     keep: int = Field(5, ge=1, le=1000, description="how many of the newest snapshots of the stack are kept")
+    restore_from: str = Field(
+        "", description="a snapshot archive on the KVM host that a new leader is restored from, before its init (see "
+        "[etcd snapshots](#etcd-snapshots)); a leader that has a cluster already is left alone",
+    )
 
 
 class Containerd(_Section):

@@ -21,6 +21,7 @@ node installs the configured version, so only a version change gives them work.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import pulumi
@@ -31,7 +32,7 @@ from providers import etcd_snapshot
 from . import addons, kubeadm, load_balancer, registries
 from .config import NodeSpec, Settings
 from .scripts import Value, as_root, render
-from .stage import ON_CONTROL_PLANE, ON_NODE_IF_REACHABLE, Host, Stage, StageContext, Undo, in_scope
+from .stage import ON_CONTROL_PLANE, ON_NODE_IF_REACHABLE, ON_NODE_WITH_HOST_FILE, Host, Stage, StageContext, Undo, in_scope
 
 VM = "vm"
 BOOTSTRAP_TOKEN = "bootstrap-token"
@@ -197,8 +198,20 @@ CONTROL_PLANE = (
     os_prep(control_plane_ports),
     PACKAGES,
     LOAD_BALANCER,
+    # A new leader from a snapshot of the host: the restore runs kubeadm init, and init finds it done.
     Stage(
-        "init", after=("packages", "load-balancer", BOOTSTRAP_TOKEN),
+        "restore", after=("packages", "load-balancer", BOOTSTRAP_TOKEN), runs_on=ON_NODE_WITH_HOST_FILE,
+        wanted=lambda s: bool(s.snapshots.restore_from),
+        params=lambda c: {
+            "PKI_FILES": list(etcd_snapshot.PKI_FILES), "ETCD_PEER_URL": etcd_peer_url(c.node),
+            **static_pod_patches_params(c.settings),
+        },
+        stdin=lambda c: c.bootstrap_token.token.apply(lambda token: kubeadm.init_config(c.settings, token)),
+        host_file=lambda c: str(Path(c.settings.snapshots.restore_from).expanduser()),
+        keeps_stdin=True, reruns_on=lambda c: [c.settings.snapshots.restore_from, c.root_disk],
+    ),
+    Stage(
+        "init", after=("packages", "load-balancer", BOOTSTRAP_TOKEN, "restore"),
         params=lambda c: {"SSH_USER": c.settings.ssh.user, **static_pod_patches_params(c.settings)},
         stdin=lambda c: c.bootstrap_token.token.apply(lambda token: kubeadm.init_config(c.settings, token)),
         # The config carries the token: a refreshed token must not re-run init,
@@ -286,9 +299,13 @@ WORKER = (
     *upgrade_by_upgrade_node(control_plane=False),
 )
 
+def etcd_peer_url(node: NodeSpec) -> str:
+    return f"https://{node.ip}:{kubeadm.ETCD_PEER_PORT}"
+
+
 def etcd_member_params(context: StageContext) -> dict[str, Value]:
     """What scripts/helpers/etcd.sh needs to remove the node's etcd member."""
-    return {"LEADER": context.settings.control_plane.name, "ETCD_PEER_URL": f"https://{context.node.ip}:{kubeadm.ETCD_PEER_PORT}"}
+    return {"LEADER": context.settings.control_plane.name, "ETCD_PEER_URL": etcd_peer_url(context.node)}
 
 
 # A control plane that joins the leader's cluster behind the VIP: one at a time, each once the one

@@ -36,6 +36,9 @@ ON_CONTROL_PLANE = "control plane"
 ON_NODE_IF_REACHABLE = "node if reachable"
 """On its node through ssh from the Pulumi host; a node that no longer answers
 (a VM lost behind Pulumi's back) is skipped with a warning instead of failing."""
+ON_NODE_WITH_HOST_FILE = "node, with a file of the host"
+"""On its node through ssh from the Pulumi host, its stdin (base64, one line) followed by a file of the
+host (`host_file`): for what must not pass through Pulumi's state, such as a snapshot archive."""
 # ssh from the Pulumi host: bounded, and like pulumi-command, without host key checks.
 SSH_OPTIONS = (
     "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -115,7 +118,7 @@ class Stage:
     undo: Optional[Undo] = None
     """What deleting it runs."""
     runs_on: str = ON_NODE
-    """ON_NODE, ON_CONTROL_PLANE or ON_NODE_IF_REACHABLE."""
+    """ON_NODE, ON_CONTROL_PLANE, ON_NODE_IF_REACHABLE or ON_NODE_WITH_HOST_FILE."""
     reruns_on: Callable[[StageContext], list[pulumi.Input]] = _nothing
     """Values whose change runs the stage again."""
     keeps_stdin: bool = False
@@ -128,6 +131,8 @@ class Stage:
     """Runs when its inputs change, not when it is created (an upgrade step: a new node is at the version already)."""
     wanted: Callable[[Settings], bool] = _always
     """Whether the config asks for it (an addon's switch); turned off, its resource goes and `undo` runs."""
+    host_file: Optional[Callable[[StageContext], str]] = None
+    """The file of the host sent after its stdin (ON_NODE_WITH_HOST_FILE)."""
     script: str = ""
     """scripts/<script>.sh, where one role's step differs from another's of the same name (a control plane's join)."""
 
@@ -136,12 +141,23 @@ class Stage:
         return self.script or self.name
 
 
-def _if_reachable(context: StageContext, command: str) -> str:
-    """A local shell command that runs `command` on the node over ssh, or warns when it does not answer."""
-    ssh = shlex.join([
+def _ssh(context: StageContext) -> str:
+    """The ssh command line from the Pulumi host to the node."""
+    return shlex.join([
         "ssh", "-i", str(context.settings.ssh.private_key_path.expanduser()), *SSH_OPTIONS,
         f"{context.settings.ssh.user}@{context.node.ip}",
     ])
+
+
+def _with_host_file(context: StageContext, command: str, host_file: str) -> str:
+    """A local shell command that runs `command` on the node over ssh, with the local stdin as one base64
+    line and then `host_file` as the remote stdin."""
+    return f"{{ base64 -w0; echo; cat {shlex.quote(host_file)}; }} | exec {_ssh(context)} {shlex.quote(command)}"
+
+
+def _if_reachable(context: StageContext, command: str) -> str:
+    """A local shell command that runs `command` on the node over ssh, or warns when it does not answer."""
+    ssh = _ssh(context)
     warning = f"warning: {context.node.name} ({context.node.ip}) does not answer over SSH; skipped"
     return f"if ! {ssh} true; then echo {shlex.quote(warning)} >&2; exit 0; fi; exec {ssh} {shlex.quote(command)}"
 
@@ -181,6 +197,9 @@ def run_stages(
         if stage.runs_on == ON_NODE_IF_REACHABLE:
             command, where = local.Command, {}
             create, update, delete = (_if_reachable(context, c) if c else None for c in (create, update, delete))
+        elif stage.runs_on == ON_NODE_WITH_HOST_FILE:
+            command, where = local.Command, {}
+            create = _with_host_file(context, create, stage.host_file(context))
         else:
             command, where = remote.Command, {"connection": host.connection}
         done[stage.name] = command(

@@ -13,6 +13,7 @@ role bindings are applied for real and asked what they may do.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import stat
 import subprocess
@@ -208,6 +209,22 @@ def test_an_up_with_a_new_trigger_keeps_a_checked_snapshot_on_the_host(single):
         assert b"/configmaps/default/kept-by-the-snapshot" in archive.extractfile("./etcd.db").read()
         ca_key = archive.extractfile("./pki/ca.key").read().decode().splitlines()[1]
     assert ca_key not in single.pulumi("stack", "export", "--show-secrets").stdout, "the CA key is not in the state"
+
+
+def test_a_new_control_plane_restored_from_the_snapshot_has_what_the_cluster_held(single):
+    """The ConfigMap goes after the snapshot; a new root disk for the control plane, restored from the snapshot,
+    brings it back."""
+    single.kubectl("delete", "configmap", "kept-by-the-snapshot")
+    path = single.pulumi("stack", "output", "etcdSnapshot").stdout.strip()
+    single.set_config({**single.config, "snapshots": {**single.config["snapshots"], "restoreFrom": path}})
+    (root,) = [r["urn"] for r in json.loads(single.pulumi("stack", "export").stdout)["deployment"]["resources"]
+               if r["urn"].endswith(f"::k8s-{CONTROL_PLANE}-node-root")]
+    up = single.up("--replace", root)
+    single.report_up("an up that restores a new control plane from the snapshot", up)
+    single.wait_for_readyz()
+    single.wait_for_node(CONTROL_PLANE, "True")
+    assert single.json("get", "configmap", "kept-by-the-snapshot")["data"] == {"kept": "yes"}
+    assert "kubeadm init done on the restored cluster" in up.diagnostics()
 
 
 def client_certificate_expiry(kubeconfig: str) -> str:

@@ -122,3 +122,26 @@ def test_a_snapshot_needs_a_cluster(dev_config):
         parse({**dev_config, "stages": "os-prep", "snapshots": {"everyUp": True, "trigger": "now"}}, "dev", PROJECT_DIR)
     assert str(error.value).count("needs a cluster, but kvm-kubeadm:stages is 'os-prep'") == 2
     assert "kvm-kubeadm:snapshots.everyUp" in str(error.value) and "kvm-kubeadm:snapshots.trigger" in str(error.value)
+
+
+def test_a_new_leader_is_restored_from_a_host_archive_before_its_init_without_the_archive_in_the_state(dev_config, tmp_path):
+    from tests.program import FAKE_TOKEN, LOCAL_COMMAND, is_secret
+    from tests.unit.test_pipeline import stage_of
+
+    archive = tmp_path / "20261207T000000Z.etcd-snapshot.tar"
+    archive.write_bytes(b"archive")
+    run = run_program({**dev_config, "snapshots": {"restoreFrom": str(archive)}})
+    assert run.error is None, run.error
+    restore, init = stage_of(run, "k8smaster", "restore"), stage_of(run, "k8smaster", "init")
+    assert restore.type == LOCAL_COMMAND and restore.urn in init.dependencies
+    # The init config on secret stdin, then the archive, read by the host's shell into the ssh pipe.
+    assert restore.inputs["create"].startswith(f"{{ base64 -w0; echo; cat {archive}; }} | exec ssh ")
+    assert "readonly STAGE=restore" in restore.inputs["create"] and FAKE_TOKEN not in restore.inputs["create"]
+    assert FAKE_TOKEN in restore.inputs["stdin"] and is_secret(restore.raw_inputs["stdin"])
+    assert "stdin" in restore.ignore_changes and str(archive) in restore.inputs["triggers"]
+
+
+def test_a_restore_from_a_missing_archive_is_refused_naming_its_key(dev_config, tmp_path):
+    with pytest.raises(ConfigError) as error:
+        parse({**dev_config, "snapshots": {"restoreFrom": str(tmp_path / "gone.tar")}}, "dev", PROJECT_DIR)
+    assert f"kvm-kubeadm:snapshots.restoreFrom: '{tmp_path / 'gone.tar'}' is not a file" in str(error.value)

@@ -43,8 +43,10 @@ def closure(run, start) -> set[str]:
 
 
 def declared_commands() -> set[str]:
-    """Resource names of every stage the procedure declares for the dev topology (no VIP, so no load balancer)."""
-    names = {f"k8s-k8smaster-{stage.name}" for stage in procedure.CONTROL_PLANE if stage is not procedure.LOAD_BALANCER}
+    """Resource names of every stage the procedure declares for the dev topology (no VIP, so no load balancer;
+    no snapshot to restore from)."""
+    unwanted = (procedure.LOAD_BALANCER.name, "restore")
+    names = {f"k8s-k8smaster-{stage.name}" for stage in procedure.CONTROL_PLANE if stage.name not in unwanted}
     names |= {f"k8s-{worker}-{stage.name}" for worker in WORKERS for stage in procedure.WORKER}
     return names | {f"k8s-{stage.name}" for stage in procedure.CLUSTER}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shlex
@@ -31,11 +32,14 @@ def dev_settings(ssh_keys):
 
 
 @pytest.fixture(scope="module")
-def rendered_scripts(ssh_keys) -> dict[str, str]:
-    """Every script the dev stack sends with three control planes behind a VIP, every addon, snapshots and the
-    prepared image on, keyed by resource and field (or build step), unwrapped from `sudo bash -c`."""
+def rendered_scripts(ssh_keys, tmp_path_factory) -> dict[str, str]:
+    """Every script the dev stack sends with three control planes behind a VIP, every addon, snapshots (a restore
+    too) and the prepared image on, keyed by resource and field (or build step), unwrapped from `sudo bash -c`."""
     config = with_keys(load_stack_config("dev"), ssh_keys)
-    run = run_program({**config, **HIGHLY_AVAILABLE, "addons": {"headlamp": True}, "snapshots": {"everyUp": True},
+    archive = tmp_path_factory.mktemp("snapshots") / "20261207T000000Z.etcd-snapshot.tar"
+    archive.write_bytes(b"")
+    run = run_program({**config, **HIGHLY_AVAILABLE, "addons": {"headlamp": True},
+                       "snapshots": {"everyUp": True, "restoreFrom": str(archive)},
                        "image": {**config.get("image", {}), "prepared": True}})
     assert run.error is None, run.error
     lines = {}
@@ -88,7 +92,7 @@ def test_every_stage_file_starts_strict():
 
 
 def test_rendered_scripts_pass_bash_n(rendered_scripts, tmp_path):
-    assert len(rendered_scripts) == 92
+    assert len(rendered_scripts) == 93
     for key, script in rendered_scripts.items():
         result = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{key}: {result.stderr}"
@@ -339,6 +343,7 @@ if [[ "$1" == init ]]; then
 fi
 if [[ "$1" == join ]]; then touch /etc/kubernetes/kubelet.conf ${FAKE_JOIN_WRITES:-}; fi
 if [[ "$1" == reset ]]; then rm -rf /etc/kubernetes/*.conf /etc/kubernetes/manifests; exit 0; fi
+if [[ "$1 $2 $3" == "config images list" ]]; then echo registry.k8s.io/etcd:3.6.8-0; exit 0; fi
 rc=$(head -n 1 "$FAKE_RCS"); sed -i 1d "$FAKE_RCS"
 exit "${rc:-0}"
 """
@@ -350,14 +355,14 @@ echo "$*" >>"$FAKE_CURL_LOG"
 
 
 def run_kubeadm_stage(tmp_path: Path, stage: str, params: dict, call: str, rcs: list[int], api_ready_after: int = 0,
-                      kubectl: str = "", **env: str):
+                      kubectl: str = "", ctr: str = "", stdin: str = "", **env: str):
     """The kubeadm step of stage `stage` on a private /etc and /var (tmpfs in a user and mount
     namespace that keep their state in tmp_path between runs), with stand-ins for kubeadm, curl
     and, given, kubectl."""
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     for directory in (bin_dir, state / "etc", state / "var"):
         directory.mkdir(parents=True, exist_ok=True)
-    for name, text in (("kubeadm", FAKE_KUBEADM), ("curl", FAKE_CURL), ("kubectl", kubectl)):
+    for name, text in (("kubeadm", FAKE_KUBEADM), ("curl", FAKE_CURL), ("kubectl", kubectl), ("ctr", ctr)):
         if not text:
             continue
         (bin_dir / name).write_text(text)
@@ -377,7 +382,7 @@ def run_kubeadm_stage(tmp_path: Path, stage: str, params: dict, call: str, rcs: 
         env={"KVMK_SOURCE_ONLY": "1", "PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_LOG": str(tmp_path / "calls"),
              "FAKE_RCS": str(tmp_path / "rcs"), "FAKE_CURL_LOG": str(tmp_path / "curl"),
              "FAKE_API_READY_AFTER": str(api_ready_after), **env},
-        input="", capture_output=True, text=True, check=False,
+        input=stdin, capture_output=True, text=True, check=False,
     )
 
 
@@ -555,6 +560,78 @@ def test_removing_a_control_plane_removes_its_etcd_member_by_its_peer_url_then_i
     assert len(acting) == len(calls) and all(map(str.startswith, acting, calls)), acting
     if not rc:
         assert acting[2].endswith(" member remove 91bc3c398fb3c146")
+
+
+# containerd's client, logged with kubeadm's calls: etcd's image is there, and etcdutl's restore makes a data directory.
+FAKE_CTR = """#!/bin/bash
+echo "ctr $*" >>"$FAKE_LOG"
+case "$*" in
+  *'images list'*) echo registry.k8s.io/etcd:3.6.8-0 ;;
+  *'snapshot restore'*) mkdir -p /var/lib/etcd/member ;;
+esac
+"""
+RESTORE_CONFIG = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n"
+
+
+def snapshot_archive(path: Path, db: str = "etcd data", digest: str = "") -> str:
+    """An archive as scripts/etcd-snapshot.sh sends it (text only, so that it travels as a str)."""
+    import hashlib
+    import io
+    import tarfile
+
+    from providers.etcd_snapshot import PKI_FILES
+
+    files = {"etcd.db": db, "etcd.db.sha256": f"{digest or hashlib.sha256(db.encode()).hexdigest()}  etcd.db\n",
+             "status.json": '{"revision": 42, "totalKey": 7}', **{f"pki/{name}": f"pem of {name}" for name in PKI_FILES}}
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return path.read_bytes().decode()
+
+
+def run_restore(tmp_path: Path, rcs: list[int], **archive: str):
+    from components.procedure import etcd_snapshot
+
+    stdin = base64.b64encode(RESTORE_CONFIG.encode()).decode() + "\n" + snapshot_archive(tmp_path / "sent.tar", **archive)
+    params = {"PKI_FILES": list(etcd_snapshot.PKI_FILES), "ETCD_PEER_URL": "https://192.168.56.107:2380",
+              "PATCHES_DIR": "/etc/kubernetes/kvm-kubeadm-patches", "PATCHES": []}
+    return run_kubeadm_stage(tmp_path, "restore", params, "main", rcs, ctr=FAKE_CTR, stdin=stdin)
+
+
+def test_a_restore_puts_the_pki_and_the_restored_etcd_in_place_then_runs_kubeadm_init_once(tmp_path):
+    result = run_restore(tmp_path, rcs=[0])
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    (restore,) = [call for call in calls if "snapshot restore" in call]
+    assert "etcdutl snapshot restore /var/lib/kvm-kubeadm-restore/etcd.db --data-dir /var/lib/etcd --name k8snode" in restore
+    assert "--initial-cluster k8snode=https://192.168.56.107:2380" in restore
+    (init,) = [call for call in calls if call.startswith("init ")]
+    assert init == "init --config /etc/kubernetes/kubeadm-init.yaml --ignore-preflight-errors=DirAvailable--var-lib-etcd"
+    pki = tmp_path / "state" / "etc" / "kubernetes" / "pki"
+    assert (pki / "etcd" / "ca.key").read_text() == "pem of etcd/ca.key"
+    assert oct((pki / "ca.key").stat().st_mode & 0o777) == "0o600" and oct((pki / "ca.crt").stat().st_mode & 0o777) == "0o644"
+    assert (tmp_path / "state" / "etc" / "kubernetes" / "kubeadm-init.yaml").read_text() == RESTORE_CONFIG
+    assert not (tmp_path / "state" / "var" / "lib" / "kvm-kubeadm-restore").exists(), "the archive goes once restored"
+    again = run_restore(tmp_path, rcs=[])
+    assert again.returncode == 0 and "this node has a cluster already; not restored" in again.stdout
+    assert kubeadm_calls(tmp_path).count("init") == 1
+
+
+def test_a_failed_restore_is_retried_from_a_reset_node(tmp_path):
+    assert run_restore(tmp_path, rcs=[1]).returncode != 0
+    retry = run_restore(tmp_path, rcs=[0])
+    assert retry.returncode == 0, retry.stderr
+    assert "an earlier restore did not finish; resetting for a clean retry" in retry.stdout
+    assert [c for c in kubeadm_calls(tmp_path) if c in ("init", "reset")] == ["init", "reset", "init"]
+
+
+def test_a_damaged_archive_is_refused_before_anything_is_put_in_place(tmp_path):
+    result = run_restore(tmp_path, rcs=[0], digest="0" * 64)
+    assert result.returncode != 0 and "the snapshot does not match its sha256: a damaged archive" in result.stderr
+    assert not (tmp_path / "state" / "etc" / "kubernetes" / "pki").exists()
+    assert "init" not in kubeadm_calls(tmp_path)
 
 
 # The node turns Ready from the $FAKE_READY_AFTER-th question on; its kubelet is v1.36.3, /readyz ok.
