@@ -24,7 +24,7 @@ etcdutl() {
   fi
   ctr --namespace k8s.io containers delete kvm-kubeadm-restore >/dev/null 2>&1 || true
   ctr --namespace k8s.io run --rm --mount type=bind,src=/var/lib,dst=/var/lib,options=rbind:rw \
-    "$image" kvm-kubeadm-restore etcdutl "$@"
+    "$image" kvm-kubeadm-restore /usr/local/bin/etcdutl "$@"
 }
 
 restore_files() {

@@ -605,7 +605,7 @@ def test_a_restore_puts_the_pki_and_the_restored_etcd_in_place_then_runs_kubeadm
     assert result.returncode == 0, result.stderr
     calls = (tmp_path / "calls").read_text().splitlines()
     (restore,) = [call for call in calls if "snapshot restore" in call]
-    assert "etcdutl snapshot restore /var/lib/kvm-kubeadm-restore/etcd.db --data-dir /var/lib/etcd --name k8snode" in restore
+    assert "/usr/local/bin/etcdutl snapshot restore /var/lib/kvm-kubeadm-restore/etcd.db --data-dir /var/lib/etcd --name k8snode" in restore
     assert "--initial-cluster k8snode=https://192.168.56.107:2380" in restore
     (init,) = [call for call in calls if call.startswith("init ")]
     assert init == "init --config /etc/kubernetes/kubeadm-init.yaml --ignore-preflight-errors=DirAvailable--var-lib-etcd"
