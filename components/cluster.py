@@ -236,6 +236,8 @@ def certificate_expiry_inputs(settings: Settings) -> dict:
     return {
         "nodes": procedure.certificates_commands(settings),
         "renew_before_days": settings.certificates.renew_before_days,
+        # `kubeadm upgrade apply` and `upgrade node` renew them: checked again after a version change.
+        "version": settings.kubernetes.version,
         **ssh_login(settings),
     }
 

@@ -6,7 +6,8 @@ renew all`, then the static pods restarted so that they load them).
 The check runs in `diff`, which the engine calls on every preview and `up`: a cluster whose
 certificates are as recorded and not due plans no change, one that is due plans an update (the
 renewal), and one whose certificates changed behind the program's back (an upgrade renews them)
-plans an update that records them. A control plane that does not answer leaves the record as it is.
+plans an update that records them. A version change plans one too, which runs after the upgrade
+(that renews them) and records what it left. A control plane that does not answer leaves the record as it is.
 Deleting the resource leaves the certificates as they are.
 
 Re-imported by Pulumi's dynamic-provider process: imports cleanly, creates nothing.
@@ -97,7 +98,7 @@ class CertificateExpiryProvider(ActingProvider):
         return apply(props)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        inputs = ("nodes", "renew_before_days")
+        inputs = ("nodes", "renew_before_days", "version")
         changed = [key for key in inputs if olds.get(key) != news.get(key)]
         if not changed:
             recorded = olds.get("expiries") or {}

@@ -12,7 +12,7 @@ import pytest
 from components import procedure
 from components.config import Settings, parse
 from tests.conftest import with_keys
-from components.stage import ON_NODE_IF_REACHABLE
+from components.stage import ON_NODE_IF_REACHABLE, ON_NODE_WITH_HOST_FILE
 from tests.harness.libvirt_netns import LibvirtNetns, unavailable_reason
 from tests.program import PROJECT_DIR, load_stack_config
 from tests.pulumi_cli import PulumiProject, copy_program, require, toolchain_missing
@@ -132,7 +132,7 @@ def stage_command_types(settings: Settings) -> Counter:
     per_role = {"control plane": 1, "joining control plane": len(settings.joining_control_planes),
                 "worker": len(settings.workers), "cluster": 1}
     return Counter(
-        "command:local:Command" if stage.runs_on == ON_NODE_IF_REACHABLE else "command:remote:Command"
+        "command:local:Command" if stage.runs_on in (ON_NODE_IF_REACHABLE, ON_NODE_WITH_HOST_FILE) else "command:remote:Command"
         for role, stages in procedure.ROLES.items()
         for stage in stages
         if stage.wanted(settings)
@@ -155,7 +155,8 @@ def test_dev_preview_plans_exactly_the_expected_resources(libvirtd, ssh_keys, tm
         "libvirt:index/network:Network": 1,
         "libvirt:index/volume:Volume": 9,  # base image, and a root disk and a seed per node
         "libvirt:index/domain:Domain": 4,
-        "pulumi-python:dynamic:Resource": 3,  # bootstrap token, control-plane sizing guard, Kubernetes version
+        # bootstrap token, control-plane sizing guard, Kubernetes version, certificate expiry
+        "pulumi-python:dynamic:Resource": 4,
         **stage_command_types(parse(with_keys(load_stack_config("dev"), ssh_keys), "dev", PROJECT_DIR)),
     }
     assert planned["pulumi:providers:libvirt"] == 1

@@ -67,7 +67,7 @@ def props(renew_before_days: int = 30) -> dict:
     return {
         "nodes": [{"name": name, "ip": f"192.168.56.{107 + index}", "check": "readonly RENEW=0", "renew": "readonly RENEW=1"}
                   for index, name in enumerate(("k8smaster", "k8smaster2"))],
-        "renew_before_days": renew_before_days, "ssh_user": "kube", "private_key_path": "/dev/null", "ssh_options": [],
+        "renew_before_days": renew_before_days, "version": "1.36.3", "ssh_user": "kube", "private_key_path": "/dev/null", "ssh_options": [],
     }
 
 
@@ -115,6 +115,13 @@ def test_certificates_renewed_behind_the_programs_back_plan_an_update_that_recor
     assert diff_after_create(nodes, k8smaster={"days": 364}, k8smaster2={"days": 200}) is True
 
 
+def test_a_version_change_plans_a_check_after_the_upgrade_that_renews_them(nodes):
+    nodes.set(k8smaster={"days": 300}, k8smaster2={"days": 200})
+    provider = CertificateExpiryProvider()
+    olds = provider.create(props()).outs
+    assert provider.diff("certificate-expiry", olds, {**props(), "version": "1.36.4"}).changes is True
+
+
 def test_the_up_that_finds_the_window_reached_plans_the_renewal(nodes):
     nodes.set(k8smaster={"days": 300}, k8smaster2={"days": 200})
     # The same certificates, now asked with a wider window.
@@ -157,7 +164,7 @@ def test_every_control_plane_is_checked_after_it_is_up_and_the_kubeconfig_is_rea
     assert run.error is None, run.error
     (check,) = [r for r in run.registrations if r.type == DYNAMIC and r.name.endswith("-certificate-expiry")]
     assert [node["name"] for node in check.inputs["nodes"]] == ["k8smaster", "k8smaster2", "k8smaster3"]
-    assert check.inputs["renew_before_days"] == 30
+    assert check.inputs["renew_before_days"] == 30 and check.inputs["version"] == "1.36.3"
     for name in ("k8smaster2", "k8smaster3"):
         assert stage_of(run, name, "etcd-member").urn in check.dependencies, name
         assert stage_of(run, name, "uncordon").urn in check.dependencies, name
