@@ -16,9 +16,11 @@ serves_the_renewed_certificate() { [[ "$(served_expiry)" == "$(openssl x509 -in 
 
 # Stop each component's running container; the kubelet starts it again, with the renewed files.
 restart_static_pods() {
-  local component id
+  local component ids id
   for component in "${STATIC_PODS[@]}"; do
-    for id in $(ctr --namespace k8s.io containers list --quiet "labels.\"io.kubernetes.container.name\"==$component"); do
+    ids=$(ctr --namespace k8s.io containers list --quiet "labels.\"io.kubernetes.container.name\"==$component")
+    [[ -n "$ids" ]] || fail "no container of $component to restart"
+    for id in $ids; do
       # Only the running one has a task; the exited ones of earlier restarts have none.
       ctr --namespace k8s.io tasks kill --signal SIGTERM "$id" 2>/dev/null || true
     done

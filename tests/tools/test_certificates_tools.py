@@ -21,13 +21,13 @@ from tests.tools.private_node import run_on_private_node
 pytestmark = pytest.mark.tools
 
 API_PORT = 16443
-# `containers list … ==kube-apiserver` names the API server's container; killing it serves the
+# `containers list … ==NAME` names NAME's container, NAME-1; killing kube-apiserver-1 serves the
 # certificate file anew. Every call is logged.
 FAKE_CTR = """#!/bin/bash
 echo "ctr $*" >>{work}/calls
 case "$*" in
-  *'containers list'*'==kube-apiserver'*) echo apiserver-1 ;;
-  *'tasks kill'*apiserver-1*) kill "$(cat {work}/server.pid)"; {work}/serve ;;
+  *'containers list'*) echo "${{@: -1}}" | sed 's/.*==//; s/$/-1/' ;;
+  *'tasks kill'*kube-apiserver-1*) kill "$(cat {work}/server.pid)"; {work}/serve ;;
 esac
 """
 SERVE = f"""#!/bin/bash
@@ -84,5 +84,6 @@ def test_the_renewal_renews_restarts_the_static_pods_and_waits_for_the_new_servi
     calls = (tmp_path / "calls").read_text().splitlines()
     listed = [call for call in calls if "containers list" in call]
     assert [call.split("==")[1] for call in listed] == list(kubeadm.STATIC_POD_HAS_READINESS_PROBE)
-    assert any("tasks kill --signal SIGTERM apiserver-1" in call for call in calls), calls
+    killed = [call.split()[-1] for call in calls if "tasks kill --signal SIGTERM" in call]
+    assert killed == [f"{component}-1" for component in kubeadm.STATIC_POD_HAS_READINESS_PROBE], calls
     assert "certificates renewed" in result.stderr
