@@ -39,6 +39,8 @@ ON_NODE_IF_REACHABLE = "node if reachable"
 ON_NODE_WITH_HOST_FILE = "node, with a file of the host"
 """On its node through ssh from the Pulumi host, its stdin (base64, one line) followed by a file of the
 host (`host_file`): for what must not pass through Pulumi's state, such as a snapshot archive."""
+# Each ssh attempt takes up to 3 x 10 s, then 5 s apart: about 20 minutes at the most.
+HOST_FILE_SSH_ATTEMPTS = 30
 # ssh from the Pulumi host: bounded, and like pulumi-command, without host key checks.
 SSH_OPTIONS = (
     "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -151,8 +153,11 @@ def _ssh(context: StageContext) -> str:
 
 def _with_host_file(context: StageContext, command: str, host_file: str) -> str:
     """A local shell command that runs `command` on the node over ssh, with the local stdin as one base64
-    line and then `host_file` as the remote stdin."""
-    return f"{{ base64 -w0; echo; cat {shlex.quote(host_file)}; }} | exec {_ssh(context)} {shlex.quote(command)}"
+    line and then `host_file` as the remote stdin; first it waits, bounded, for a node that is still
+    booting (a new VM) to answer."""
+    ssh = _ssh(context)
+    wait = f"for _ in $(seq {HOST_FILE_SSH_ATTEMPTS}); do {ssh} true && break; sleep 5; done"
+    return f"{wait}; {{ base64 -w0; echo; cat {shlex.quote(host_file)}; }} | exec {ssh} {shlex.quote(command)}"
 
 
 def _if_reachable(context: StageContext, command: str) -> str:

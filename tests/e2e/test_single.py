@@ -13,7 +13,6 @@ role bindings are applied for real and asked what they may do.
 from __future__ import annotations
 
 import base64
-import json
 import re
 import stat
 import subprocess
@@ -211,20 +210,23 @@ def test_an_up_with_a_new_trigger_keeps_a_checked_snapshot_on_the_host(single):
     assert ca_key not in single.pulumi("stack", "export", "--show-secrets").stdout, "the CA key is not in the state"
 
 
-def test_a_new_control_plane_restored_from_the_snapshot_has_what_the_cluster_held(single):
-    """The ConfigMap goes after the snapshot; a new root disk for the control plane, restored from the snapshot,
-    brings it back."""
+def test_a_lost_control_plane_comes_back_on_a_new_vm_restored_from_the_snapshot(single):
+    """The ConfigMap goes after the snapshot, then the control plane's VM and disk are lost behind Pulumi's back;
+    a refresh and an up with `snapshots.restoreFrom` make a new one from the snapshot, and the ConfigMap is back."""
     single.kubectl("delete", "configmap", "kept-by-the-snapshot")
     path = single.pulumi("stack", "output", "etcdSnapshot").stdout.strip()
+    settings = single.settings
+    single.namespace.virsh("destroy", libvirt_name(STACK, CONTROL_PLANE))
+    single.namespace.virsh("undefine", libvirt_name(STACK, CONTROL_PLANE))
+    single.namespace.virsh("vol-delete", "--pool", settings.libvirt.pool, libvirt_name(STACK, f"{CONTROL_PLANE}-root.qcow2"))
+    single.pulumi("refresh", "--yes", "--skip-preview")
     single.set_config({**single.config, "snapshots": {**single.config["snapshots"], "restoreFrom": path}})
-    (root,) = [r["urn"] for r in json.loads(single.pulumi("stack", "export").stdout)["deployment"]["resources"]
-               if r["urn"].endswith(f"::k8s-{CONTROL_PLANE}-node-root")]
-    up = single.up("--replace", root)
+    up = single.up()
     single.report_up("an up that restores a new control plane from the snapshot", up)
+    assert "kubeadm init done on the restored cluster" in up.diagnostics()
     single.wait_for_readyz()
     single.wait_for_node(CONTROL_PLANE, "True")
     assert single.json("get", "configmap", "kept-by-the-snapshot")["data"] == {"kept": "yes"}
-    assert "kubeadm init done on the restored cluster" in up.diagnostics()
 
 
 def client_certificate_expiry(kubeconfig: str) -> str:

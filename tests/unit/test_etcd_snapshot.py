@@ -135,7 +135,8 @@ def test_a_new_leader_is_restored_from_a_host_archive_before_its_init_without_th
     restore, init = stage_of(run, "k8smaster", "restore"), stage_of(run, "k8smaster", "init")
     assert restore.type == LOCAL_COMMAND and restore.urn in init.dependencies
     # The init config on secret stdin, then the archive, read by the host's shell into the ssh pipe.
-    assert restore.inputs["create"].startswith(f"{{ base64 -w0; echo; cat {archive}; }} | exec ssh ")
+    create = restore.inputs["create"]
+    assert create.startswith("for _ in $(seq 30); do ssh ") and f"; {{ base64 -w0; echo; cat {archive}; }} | exec ssh " in create
     assert "readonly STAGE=restore" in restore.inputs["create"] and FAKE_TOKEN not in restore.inputs["create"]
     assert FAKE_TOKEN in restore.inputs["stdin"] and is_secret(restore.raw_inputs["stdin"])
     assert "stdin" in restore.ignore_changes and str(archive) in restore.inputs["triggers"]
