@@ -153,11 +153,13 @@ def _ssh(context: StageContext) -> str:
 
 def _with_host_file(context: StageContext, command: str, host_file: str) -> str:
     """A local shell command that runs `command` on the node over ssh, with the local stdin as one base64
-    line and then `host_file` as the remote stdin; first it waits, bounded, for a node that is still
-    booting (a new VM) to answer."""
-    ssh = _ssh(context)
-    wait = f"for _ in $(seq {HOST_FILE_SSH_ATTEMPTS}); do {ssh} true && break; sleep 5; done"
-    return f"{wait}; {{ base64 -w0; echo; cat {shlex.quote(host_file)}; }} | exec {ssh} {shlex.quote(command)}"
+    line and then `host_file` as the remote stdin. A new VM refuses connections while it boots, and once
+    more while cloud-init restarts sshd (seen on a real run): ssh's own failure (255) is tried again, bounded."""
+    send = f"{{ printf '%s\\n' \"$stdin\"; cat {shlex.quote(host_file)}; }} | {_ssh(context)} {shlex.quote(command)}"
+    return (
+        f"stdin=$(base64 -w0); for _ in $(seq {HOST_FILE_SSH_ATTEMPTS}); do {send}; rc=$?; "
+        f'[ "$rc" -eq 255 ] || exit "$rc"; sleep 5; done; exit 255'
+    )
 
 
 def _if_reachable(context: StageContext, command: str) -> str:

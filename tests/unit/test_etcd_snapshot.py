@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import stat
 import tarfile
 
@@ -136,7 +137,7 @@ def test_a_new_leader_is_restored_from_a_host_archive_before_its_init_without_th
     assert restore.type == LOCAL_COMMAND and restore.urn in init.dependencies
     # The init config on secret stdin, then the archive, read by the host's shell into the ssh pipe.
     create = restore.inputs["create"]
-    assert create.startswith("for _ in $(seq 30); do ssh ") and f"; {{ base64 -w0; echo; cat {archive}; }} | exec ssh " in create
+    assert create.startswith("stdin=$(base64 -w0); for _ in $(seq 30); do ") and f"cat {archive}; }} | ssh " in create
     assert "readonly STAGE=restore" in restore.inputs["create"] and FAKE_TOKEN not in restore.inputs["create"]
     assert FAKE_TOKEN in restore.inputs["stdin"] and is_secret(restore.raw_inputs["stdin"])
     assert "stdin" in restore.ignore_changes and str(archive) in restore.inputs["triggers"]
@@ -146,3 +147,39 @@ def test_a_restore_from_a_missing_archive_is_refused_naming_its_key(dev_config, 
     with pytest.raises(ConfigError) as error:
         parse({**dev_config, "snapshots": {"restoreFrom": str(tmp_path / "gone.tar")}}, "dev", PROJECT_DIR)
     assert f"kvm-kubeadm:snapshots.restoreFrom: '{tmp_path / 'gone.tar'}' is not a file" in str(error.value)
+
+
+# Refuses the first two connections (ssh's own 255, as a booting VM and cloud-init's sshd restart do), then
+# keeps what it was sent.
+RETRIED_SSH = """\
+import os, sys
+count_path = os.environ["FAKE_SSH_COUNT"]
+count = int(open(count_path).read()) + 1 if os.path.exists(count_path) else 1
+open(count_path, "w").write(str(count))
+if count <= 2:
+    print("ssh: connect to host 192.168.56.107 port 22: Connection refused", file=sys.stderr)
+    sys.exit(255)
+open(os.environ["FAKE_SSH_RECEIVED"], "wb").write(sys.stdin.buffer.read())
+sys.exit(int(os.environ.get("FAKE_RC", "0")))
+"""
+
+
+@pytest.mark.parametrize("rc", [0, 1])
+def test_the_archive_is_sent_again_while_the_new_vm_refuses_ssh_and_a_script_failure_is_not_retried(
+        dev_config, tmp_path, monkeypatch, rc):
+    import base64
+    import subprocess
+
+    from tests.unit.test_pipeline import stage_of
+
+    archive = tmp_path / "snapshot.tar"
+    archive.write_bytes(b"the archive")
+    run = run_program({**dev_config, "snapshots": {"restoreFrom": str(archive)}})
+    put_on_path(monkeypatch, tmp_path / "bin", "ssh", RETRIED_SSH)
+    monkeypatch.setenv("FAKE_SSH_COUNT", str(tmp_path / "count"))
+    monkeypatch.setenv("FAKE_SSH_RECEIVED", str(tmp_path / "received"))
+    monkeypatch.setenv("FAKE_RC", str(rc))
+    result = subprocess.run(["sh", "-c", stage_of(run, "k8smaster", "restore").inputs["create"]],
+                            input=b"the init config", capture_output=True, timeout=120)
+    assert result.returncode == rc and (tmp_path / "count").read_text() == "3", result.stderr
+    assert (tmp_path / "received").read_bytes() == base64.b64encode(b"the init config") + b"\nthe archive"
