@@ -47,8 +47,10 @@ def rendered_scripts(ssh_keys, tmp_path_factory) -> dict[str, str]:
         for field in ("create", "update", "delete"):
             line = command.inputs.get(field)
             if line:
-                if command.type == LOCAL_COMMAND:  # `… exec ssh … user@node 'sudo -n bash -c …'`
-                    line = shlex.split(line)[-1]
+                if command.type == LOCAL_COMMAND:  # `… ssh … user@node 'sudo -n bash -c …' …`
+                    words = shlex.shlex(line, posix=True, punctuation_chars=True)
+                    words.whitespace_split = True
+                    line = next(word for word in words if word.startswith("sudo -n bash -c "))
                 lines[f"{command.name}.{field}"] = line
     (image,) = [r for r in run.registrations if r.type == DYNAMIC and r.name.endswith("-prepared-image")]
     lines.update({f"{image.name}.{index}": line for index, line in enumerate(image.inputs["scripts"])})
