@@ -245,7 +245,8 @@ def test_an_up_whose_window_is_reached_renews_the_certificates_while_the_api_ans
     single.set_config({**config, "certificates": {"renewBeforeDays": 400}})
     with client_loop(single.namespace, f"https://{single.settings.control_plane.ip}:6443/readyz") as answers:
         up = single.up()
-        time.sleep(5)
+        # The static pods the renewal restarted may still be settling (a real run: the last ask failed 5 s after).
+        single.wait_for_readyz(seconds=RENEWAL_SILENCE_SECONDS)
     single.report_up("an up that renews the certificates", up)
     after = single.pulumi("stack", "output", "certificatesExpire").stdout.strip()
     silence = longest_silence(answers)
