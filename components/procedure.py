@@ -109,6 +109,11 @@ def init_settings(settings: Settings) -> str:
     return kubeadm.dump_all(documents)
 
 
+def init_config_stdin(context: StageContext) -> pulumi.Output[str]:
+    """The init config with the bootstrap token (secret): what init reads, and a restore's kubeadm init."""
+    return context.bootstrap_token.token.apply(lambda token: kubeadm.init_config(context.settings, token))
+
+
 def static_pod_patches_params(settings: Settings) -> dict[str, Value]:
     """The kubeadm patches, as file name and content pairs, and the directory the kubeadm config names."""
     patches = kubeadm.static_pod_patches(settings.kubernetes)
@@ -206,14 +211,14 @@ CONTROL_PLANE = (
             "PKI_FILES": list(etcd_snapshot.PKI_FILES), "ETCD_PEER_URL": etcd_peer_url(c.node),
             **static_pod_patches_params(c.settings),
         },
-        stdin=lambda c: c.bootstrap_token.token.apply(lambda token: kubeadm.init_config(c.settings, token)),
+        stdin=init_config_stdin,
         host_file=lambda c: str(Path(c.settings.snapshots.restore_from).expanduser()),
         keeps_stdin=True, reruns_on=lambda c: [c.settings.snapshots.restore_from, c.root_disk],
     ),
     Stage(
         "init", after=("packages", "load-balancer", BOOTSTRAP_TOKEN, "restore"),
         params=lambda c: {"SSH_USER": c.settings.ssh.user, **static_pod_patches_params(c.settings)},
-        stdin=lambda c: c.bootstrap_token.token.apply(lambda token: kubeadm.init_config(c.settings, token)),
+        stdin=init_config_stdin,
         # The config carries the token: a refreshed token must not re-run init,
         # while a change to the cluster settings themselves should.
         keeps_stdin=True,
@@ -298,6 +303,7 @@ WORKER = (
     # A version change: after the control plane, and after the worker ahead in the rollout is Ready.
     *upgrade_by_upgrade_node(control_plane=False),
 )
+
 
 def etcd_peer_url(node: NodeSpec) -> str:
     return f"https://{node.ip}:{kubeadm.ETCD_PEER_PORT}"
