@@ -45,6 +45,8 @@ CONTROL_PLANE_TURN = "control-plane-turn"
 CERTIFICATES = "certificates"
 # Not a stage: the script providers/etcd_snapshot.py runs on the leader.
 ETCD_SNAPSHOT = "etcd-snapshot"
+# A control plane's own API server, as its stages ask it whether it is ready.
+LOCAL_API_READYZ_URL = f"https://127.0.0.1:{kubeadm.API_SERVER_PORT}/readyz"
 
 CONTROL_PLANE_PORTS = ("6443/tcp", "2379:2380/tcp", "10250/tcp", "10257/tcp", "10259/tcp", "8472/udp")
 # What a node that runs workloads serves besides: kube-proxy's health check and the NodePort range.
@@ -346,7 +348,7 @@ JOINING_CONTROL_PLANE = (
         params=lambda c: {
             # kubeadm's etcd serves /health without TLS on localhost (its --listen-metrics-urls).
             "ETCD_HEALTH_URL": "http://127.0.0.1:2381/health",
-            "API_READYZ_URL": f"https://127.0.0.1:{kubeadm.API_SERVER_PORT}/readyz",
+            "API_READYZ_URL": LOCAL_API_READYZ_URL,
             "TIMEOUT_SECONDS": c.settings.kubernetes.ready_timeout_seconds,
         },
     ),
@@ -412,7 +414,7 @@ ROLES = {"control plane": CONTROL_PLANE, "joining control plane": JOINING_CONTRO
 
 def certificates_params(settings: Settings, renew: bool) -> dict[str, Value]:
     return {
-        "RENEW": renew, "API_SERVER_PORT": kubeadm.API_SERVER_PORT,
+        "RENEW": renew, "API_READYZ_URL": LOCAL_API_READYZ_URL,
         "STATIC_PODS": list(kubeadm.STATIC_POD_HAS_READINESS_PROBE),
         "TIMEOUT_SECONDS": settings.kubernetes.control_plane_timeout_seconds,
     }
