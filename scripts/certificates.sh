@@ -47,9 +47,11 @@ main() {
   if ((RENEW)); then
     run_logged /var/log/kvm-kubeadm/certificates.log kubeadm certs renew all
     restart_static_pods
+    local deadline=$((SECONDS + TIMEOUT_SECONDS))
     wait_until "$TIMEOUT_SECONDS" each_component_runs_anew ||
       fail "not every one of ${STATIC_PODS[*]} runs again ${TIMEOUT_SECONDS}s after the restart"
-    wait_until "$TIMEOUT_SECONDS" api_ready || fail "the API server is not ready ${TIMEOUT_SECONDS}s after the restart"
+    wait_until "$((deadline - SECONDS))" api_ready ||
+      fail "the API server is not ready ${TIMEOUT_SECONDS}s after the restart"
     log "certificates renewed" >&2
   fi
   kubeadm certs check-expiration -o json

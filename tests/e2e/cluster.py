@@ -8,8 +8,8 @@ requires) with `stages: kubernetes`, the kit's printed `mirrors` and `registries
 control plane plus one worker, and kubeadm's waits raised and its probes eased for software
 emulation.
 
-The one-node learning cluster (test_single, about 15 minutes) runs in every CI run. The two-node
-modules (test_cluster, test_cluster_upgrade) take half an hour or more each here, too long to sit next
+The one-node learning cluster (test_single, about 26 minutes with its Day 2 steps) runs in every CI
+run. The two-node modules (test_cluster, test_cluster_upgrade) take half an hour or more each here, too long to sit next
 to it and the rest of the suite within CI's 90 minutes with a margin, so they run only when
 KVMK_CLUSTER_E2E=1 is set (README: End to end).
 """
