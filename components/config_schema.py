@@ -275,8 +275,8 @@ class Kubernetes(_Section):
     etcd_api_call_timeout_seconds: int = Field(
         120, ge=30,
         description="how long a joining control plane's kubeadm waits on etcd's API, above all for its new etcd "
-        "member to catch up with the leader and be promoted from learner to voter (its `etcdAPICall`); raise it on "
-        "slow or emulated hosts",
+        "member to catch up with the leader and be promoted from learner to voter (its `etcdAPICall`), and how long "
+        "the removal of a control plane's etcd member is tried; raise it on slow or emulated hosts",
     )
     leader_election_renew_deadline_seconds: int = Field(
         LEADER_ELECTION_RENEW_DEADLINE, ge=LEADER_ELECTION_RENEW_DEADLINE,

@@ -312,8 +312,10 @@ def etcd_peer_url(node: NodeSpec) -> str:
 
 
 def etcd_member_params(context: StageContext) -> dict[str, Value]:
-    """What scripts/helpers/etcd.sh needs to remove the node's etcd member."""
-    return {"LEADER": context.settings.control_plane.name, "ETCD_PEER_URL": etcd_peer_url(context.node)}
+    """What scripts/helpers/etcd.sh needs to remove the node's etcd member; etcd may take as long to
+    answer as kubeadm's own etcd calls may."""
+    return {"LEADER": context.settings.control_plane.name, "ETCD_PEER_URL": etcd_peer_url(context.node),
+            "ETCD_ANSWER_SECONDS": context.settings.kubernetes.etcd_api_call_timeout_seconds}
 
 
 # A control plane that joins the leader's cluster behind the VIP: one at a time, each once the one

@@ -9,10 +9,13 @@ etcdctl() {
     --key=/etc/kubernetes/pki/etcd/healthcheck-client.key "$@"
 }
 
-# Remove the etcd member that peers at URL $1, if there is one. By its peer URL, not its name:
-# a member that was added but never started has no name yet. Explicit returns: callers may
-# test this function, which turns `set -e` off inside it.
-remove_etcd_member() {
+# Remove the etcd member that peers at URL $1, if there is one, asking again while etcd takes
+# up to ETCD_ANSWER_SECONDS to answer (one busy with a new learner's snapshot: a real run).
+remove_etcd_member() { wait_until "$ETCD_ANSWER_SECONDS" remove_etcd_member_once "$1"; }
+
+# By its peer URL, not its name: a member that was added but never started has no name yet.
+# Explicit returns: callers may test this function, which turns `set -e` off inside it.
+remove_etcd_member_once() {
   local members id
   members=$(etcdctl member list) || return 1
   # member list: ID, status, name, peer URLs (comma-separated), client URLs, is learner

@@ -347,6 +347,7 @@ if [[ "$1" == join ]]; then touch /etc/kubernetes/kubelet.conf ${FAKE_JOIN_WRITE
 if [[ "$1" == reset ]]; then rm -rf /etc/kubernetes/*.conf /etc/kubernetes/manifests; exit 0; fi
 if [[ "$1 $2 $3" == "config images list" ]]; then echo registry.k8s.io/etcd:3.6.8-0; exit 0; fi
 rc=$(head -n 1 "$FAKE_RCS"); sed -i 1d "$FAKE_RCS"
+if [[ "${rc:-0}" != 0 && -n "${FAKE_FAILS_IN:-}" ]]; then echo "error execution phase $FAKE_FAILS_IN: failed" >&2; fi
 exit "${rc:-0}"
 """
 # /readyz of the API server answers ok from the $FAKE_API_READY_AFTER-th question on.
@@ -488,12 +489,14 @@ def test_a_joined_worker_is_skipped(tmp_path):
 
 
 # etcdctl through `kubectl exec`, logged with kubeadm's calls: the leader's member and $FAKE_MEMBER;
-# with $FAKE_ETCD_DOWN set, etcd does not answer. Every node is Ready.
+# with $FAKE_ETCD_DOWN set, etcd does not answer, and it answers only the member lists after the first
+# $FAKE_ETCD_SLOW_FOR. Every node is Ready.
 FAKE_KUBECTL_FOR_ETCD = """#!/bin/bash
 echo "kubectl $*" >>"$FAKE_LOG"
 case "$*" in
   *'type=="Ready"'*) echo True ;;
   *'member list'*) [[ -z "${FAKE_ETCD_DOWN:-}" ]] || exit 1
+    (( $(grep -c 'member list' "$FAKE_LOG") > ${FAKE_ETCD_SLOW_FOR:-0} )) || exit 1
     echo "8e9e05c52164694d, started, k8smaster, https://192.168.56.107:2380, https://192.168.56.107:2379, false"
     echo "$FAKE_MEMBER" ;;
 esac
@@ -502,9 +505,9 @@ esac
 UNSTARTED_MEMBER = "91bc3c398fb3c146, unstarted, , https://192.168.56.108:2380, , true"
 
 
-def run_control_plane_join(tmp_path: Path, rcs: list[int], timeout: int = 300, **env: str):
+def run_control_plane_join(tmp_path: Path, rcs: list[int], timeout: int = 300, etcd_answer_seconds: int = 0, **env: str):
     params = {"API_URL": "https://192.168.56.100:8443", "TIMEOUT_SECONDS": timeout, "LEADER": "k8smaster",
-              "ETCD_PEER_URL": "https://192.168.56.108:2380"}
+              "ETCD_PEER_URL": "https://192.168.56.108:2380", "ETCD_ANSWER_SECONDS": etcd_answer_seconds}
     env = {"FAKE_JOIN_WRITES": "/etc/kubernetes/admin.conf", "FAKE_MEMBER": UNSTARTED_MEMBER, **env}
     return run_kubeadm_stage(tmp_path, "join-control-plane", params, "main", rcs, kubectl=FAKE_KUBECTL_FOR_ETCD, **env)
 
@@ -532,6 +535,26 @@ def test_a_control_plane_whose_etcd_member_cannot_leave_is_not_reset(tmp_path):
     assert kubeadm_calls(tmp_path) == ["join", "kubectl"]
 
 
+def test_a_control_plane_join_that_failed_in_etcd_join_goes_on_from_there_without_a_reset(tmp_path):
+    """Seen on a real run: kubeadm's etcd-join gave up on a 2 s member list while its learner went on joining."""
+    result = run_control_plane_join(tmp_path, rcs=[1, 1, 0], FAKE_FAILS_IN="etcd-join")
+    assert result.returncode == 0, result.stderr
+    resumed = "join --config /etc/kubernetes/kubeadm-join.yaml --skip-phases=preflight,control-plane-prepare,check-etcd,kubelet-start"
+    assert (tmp_path / "calls").read_text().splitlines() == ["join --config /etc/kubernetes/kubeadm-join.yaml", resumed, resumed]
+    assert result.stdout.count("failed in etcd-join; kubeadm join goes on from there") == 2
+    again = run_control_plane_join(tmp_path, rcs=[])
+    assert again.returncode == 0 and "kubeadm join done before; skipped" in again.stdout
+
+
+def test_a_control_plane_join_that_failed_after_etcd_join_leaves_the_cluster_and_starts_again(tmp_path):
+    # etcd answers the third member list only: it is asked again while ETCD_ANSWER_SECONDS last.
+    result = run_control_plane_join(tmp_path, rcs=[1, 0], FAKE_FAILS_IN="wait-control-plane", FAKE_ETCD_SLOW_FOR="2",
+                                    etcd_answer_seconds=60)
+    assert result.returncode == 0, result.stderr
+    assert kubeadm_calls(tmp_path) == ["join", *["kubectl"] * 5, "reset", "join"]
+    assert (tmp_path / "calls").read_text().count(" member remove 91bc3c398fb3c146") == 1
+
+
 def test_a_control_plane_join_that_failed_before_its_kubeconfig_is_reset_without_asking_etcd(tmp_path):
     result = run_control_plane_join(tmp_path, rcs=[1, 0], FAKE_JOIN_WRITES="")
     assert result.returncode == 0, result.stderr
@@ -553,7 +576,7 @@ def test_a_joined_control_plane_is_skipped(tmp_path):
 ])
 def test_removing_a_control_plane_removes_its_etcd_member_by_its_peer_url_then_its_node(tmp_path, etcd_down, rc, calls):
     params = {"TARGET_NODE": "k8smaster2", "LEADER": "k8smaster", "ETCD_PEER_URL": "https://192.168.56.108:2380",
-              "DRAIN_TIMEOUT_SECONDS": 300}
+              "ETCD_ANSWER_SECONDS": 0, "DRAIN_TIMEOUT_SECONDS": 300}
     removal = run_against_kubectl(tmp_path, "remove-control-plane", params, FAKE_KUBECTL_FOR_ETCD,
                                   FAKE_LOG=str(tmp_path / "kubectl"), FAKE_MEMBER=UNSTARTED_MEMBER, FAKE_ETCD_DOWN=etcd_down)
     assert removal.returncode == rc, removal.stderr
