@@ -232,10 +232,12 @@ def ssh_login(settings: Settings) -> dict:
 
 
 def certificate_expiry_inputs(settings: Settings) -> dict:
-    """The certificate check's commands for each control plane, the renewal window, and the SSH login."""
+    """The certificate check's commands for each control plane, the renewal window and wait, and the SSH login."""
     return {
         "nodes": procedure.certificates_commands(settings),
         "renew_before_days": settings.certificates.renew_before_days,
+        # The renewal's wait for the restarted static pods (scripts/certificates.sh's TIMEOUT_SECONDS).
+        "renew_wait_seconds": settings.kubernetes.control_plane_timeout_seconds,
         # `kubeadm upgrade apply` and `upgrade node` renew them: checked again after a version change.
         "version": settings.kubernetes.version,
         **ssh_login(settings),

@@ -25,9 +25,11 @@ from pulumi.dynamic import DiffResult
 from providers.acting import ActingProvider
 from providers.ssh import run_over_ssh
 
-# A renewal restarts etcd and the API server; under emulation they take minutes to be ready again.
-SCRIPT_TIMEOUT_SECONDS = 1800
 CHECK_TIMEOUT_SECONDS = 120
+# What a renewal takes beyond its wait for the restarted static pods (`renew_wait_seconds`, the
+# script's own deadline): kubeadm's renewal, the restart and the admin kubeconfig's copy. The wait
+# fails with its own message before ssh gives up.
+RENEWAL_BEYOND_ITS_WAIT_SECONDS = 300
 
 
 def earliest_expiry(report: str) -> datetime:
@@ -85,7 +87,8 @@ def apply(props: dict[str, Any]) -> dict[str, Any]:
     for node in props["nodes"]:
         expiry = earliest_expiry(run_script(props, node, "check", CHECK_TIMEOUT_SECONDS))
         if is_due(expiry, props["renew_before_days"], now):
-            expiry = earliest_expiry(run_script(props, node, "renew", SCRIPT_TIMEOUT_SECONDS))
+            timeout = props["renew_wait_seconds"] + RENEWAL_BEYOND_ITS_WAIT_SECONDS
+            expiry = earliest_expiry(run_script(props, node, "renew", timeout))
             renewed.append(node["name"])
         expiries[node["name"]] = stamp(expiry)
     return {**props, "expiries": expiries, "earliest": min(expiries.values()), "renewed": renewed}

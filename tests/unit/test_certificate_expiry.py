@@ -18,7 +18,7 @@ from tests.program import DYNAMIC, FAKE_CERTIFICATES_EXPIRE, run_program
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 # ssh -i KEY OPTIONS... USER@IP COMMAND: the node by its address, the step by the rendered RENEW.
 SSH = textwrap.dedent("""\
-    import json, os, sys
+    import json, os, sys, time
     from datetime import datetime, timedelta, timezone
     state_path = os.environ["FAKE_NODES"]
     state = json.load(open(state_path))
@@ -26,6 +26,8 @@ SSH = textwrap.dedent("""\
     node = state["nodes"][ip]
     renew = "readonly RENEW=1" in command
     state["calls"].append([node["name"], "renew" if renew else "check"])
+    if renew:
+        time.sleep(node.get("renewal_takes", 0))
     if node.get("down") or (renew and node.get("renewal_fails")):
         json.dump(state, open(state_path, "w"))
         print("kubeadm certs renew all failed: etcd said no", file=sys.stderr)
@@ -63,11 +65,11 @@ def nodes(tmp_path, monkeypatch):
     return Nodes()
 
 
-def props(renew_before_days: int = 30) -> dict:
+def props(renew_before_days: int = 30, renew_wait_seconds: float = 240) -> dict:
     return {
         "nodes": [{"name": name, "ip": f"192.168.56.{107 + index}", "check": "readonly RENEW=0", "renew": "readonly RENEW=1"}
                   for index, name in enumerate(("k8smaster", "k8smaster2"))],
-        "renew_before_days": renew_before_days, "version": "1.36.3", "ssh_user": "kube", "private_key_path": "/dev/null", "ssh_options": [],
+        "renew_before_days": renew_before_days, "renew_wait_seconds": renew_wait_seconds, "version": "1.36.3", "ssh_user": "kube", "private_key_path": "/dev/null", "ssh_options": [],
     }
 
 
@@ -95,6 +97,13 @@ def test_a_failed_renewal_names_the_control_plane_and_shows_what_it_said(nodes):
     nodes.set(k8smaster={"days": 5, "renewal_fails": True}, k8smaster2={"days": 300})
     with pytest.raises(RuntimeError, match=r"(?s)the certificates' renew on k8smaster failed \(1\):.*etcd said no"):
         CertificateExpiryProvider().create(props())
+
+
+def test_a_renewal_that_outlives_its_wait_and_the_steps_beyond_it_fails_by_name(nodes, monkeypatch):
+    monkeypatch.setattr(certificate_expiry, "RENEWAL_BEYOND_ITS_WAIT_SECONDS", 0.5)
+    nodes.set(k8smaster={"days": 5, "renewal_takes": 0.2}, k8smaster2={"days": 5, "renewal_takes": 3})
+    with pytest.raises(RuntimeError, match=r"the certificates' renew on k8smaster2 failed \(124\):\nno answer within 2 s"):
+        CertificateExpiryProvider().create(props(renew_wait_seconds=1.5))
 
 
 def diff_after_create(nodes, renew_before_days: int = 30, **now: dict) -> bool:
@@ -160,11 +169,14 @@ def test_every_control_plane_is_checked_after_it_is_up_and_the_kubeconfig_is_rea
     from tests.program import HIGHLY_AVAILABLE, load_stack_config
     from tests.unit.test_pipeline import stage_of
 
-    run = run_program({**with_keys(load_stack_config("dev"), ssh_keys), **HIGHLY_AVAILABLE})
+    config = with_keys(load_stack_config("dev"), ssh_keys)
+    slow = {**config["kubernetes"], "controlPlaneTimeoutSeconds": 900}
+    run = run_program({**config, **HIGHLY_AVAILABLE, "kubernetes": slow})
     assert run.error is None, run.error
     (check,) = [r for r in run.registrations if r.type == DYNAMIC and r.name.endswith("-certificate-expiry")]
     assert [node["name"] for node in check.inputs["nodes"]] == ["k8smaster", "k8smaster2", "k8smaster3"]
     assert check.inputs["renew_before_days"] == 30 and check.inputs["version"] == "1.36.3"
+    assert check.inputs["renew_wait_seconds"] == 900
     for name in ("k8smaster2", "k8smaster3"):
         assert stage_of(run, name, "etcd-member").urn in check.dependencies, name
         assert stage_of(run, name, "uncordon").urn in check.dependencies, name
@@ -179,4 +191,4 @@ def test_every_control_plane_is_checked_after_it_is_up_and_the_kubeconfig_is_rea
 
 
 def test_the_module_imports_cleanly_for_the_provider_process():
-    assert certificate_expiry.CHECK_TIMEOUT_SECONDS < certificate_expiry.SCRIPT_TIMEOUT_SECONDS
+    assert certificate_expiry.CHECK_TIMEOUT_SECONDS < certificate_expiry.RENEWAL_BEYOND_ITS_WAIT_SECONDS
