@@ -5,6 +5,8 @@ control plane's certificate expiry; and its wiring under mocks."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +15,7 @@ import pytest
 from providers import certificate_expiry
 from providers.certificate_expiry import CertificateExpiryProvider, earliest_expiry, stamp
 from tests.fakes import put_on_path
-from tests.program import DYNAMIC, FAKE_CERTIFICATES_EXPIRE, run_program
+from tests.program import DYNAMIC, FAKE_CERTIFICATES_EXPIRE, PROJECT_DIR, run_program
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 # ssh -i KEY OPTIONS... USER@IP COMMAND: the node by its address, the step by the rendered RENEW.
@@ -191,4 +193,9 @@ def test_every_control_plane_is_checked_after_it_is_up_and_the_kubeconfig_is_rea
 
 
 def test_the_module_imports_cleanly_for_the_provider_process():
-    assert certificate_expiry.CHECK_TIMEOUT_SECONDS < certificate_expiry.RENEWAL_BEYOND_ITS_WAIT_SECONDS
+    result = subprocess.run(
+        [sys.executable, "-c", "import providers.certificate_expiry as m; print(m.CertificateExpiryProvider.__name__)"],
+        capture_output=True, text=True, cwd=PROJECT_DIR, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "CertificateExpiryProvider"
