@@ -45,10 +45,12 @@ class ControlPlane(pulumi.ComponentResource):
         turn: tuple[pulumi.Resource, ...] = (),
         opts: pulumi.ResourceOptions | None = None,
     ):
-        """`joins`: the leader's ticket, for a control plane that joins; `turn`: what its join waits for
-        besides (the control plane that joins before it)."""
+        """`joins`: the leader's ticket, for a control plane that joins; `turn`: what its VM and its join wait
+        for (the control plane that joins before it)."""
         super().__init__("kvm:kubeadm:ControlPlane", name, None, opts)
-        self.node = Node(f"{name}-node", node, opts=pulumi.ResourceOptions(parent=self))
+        # Its VM boots in its turn too: under emulation on two cores, guests that booted beside a join
+        # starved it, and one never got its DHCP lease (README: Three control planes behind a VIP).
+        self.node = Node(f"{name}-node", dataclasses.replace(node, boots_after=turn), opts=pulumi.ResourceOptions(parent=self))
         host = Host(self.node.name, self.node.connection)
         context = StageContext(settings, node.spec, host, self.node.root_volume.id)
         provided: dict[str, list[pulumi.Resource]] = {procedure.VM: [self.node.domain]}

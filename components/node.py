@@ -88,6 +88,8 @@ class NodeArgs:
     """What it shares with the other nodes."""
     resize_opt_in: Optional[ResizeOptIn] = None
     """Set when a resize must be asked for explicitly (the control plane)."""
+    boots_after: tuple[pulumi.Resource, ...] = ()
+    """What the VM waits for before it boots (a joining control plane: its turn)."""
 
 
 class Node(pulumi.ComponentResource):
@@ -177,7 +179,7 @@ class Node(pulumi.ComponentResource):
                 parent=self,
                 # libvirt domain names are unique: the old VM must go before its replacement.
                 delete_before_replace=True,
-                depends_on=guard,
+                depends_on=[*guard, *args.boots_after],
                 # Creating the domain waits for its DHCP lease, thus for most of the boot.
                 custom_timeouts=pulumi.CustomTimeouts(create=f"{platform.boot_timeout_seconds}s"),
             ),

@@ -7,7 +7,7 @@ anywhere, and a clean destroy (setting: tests/e2e/cluster.py).
 
 The leader boots alone because three emulated guests booting at once on two cores starved one guest's
 timer (run 4), and a cluster that grows from one control plane is a path of its own worth proving
-(README: The endpoint from day one). Three 2-vCPU guests under software emulation never finished the
+(README: The endpoint from day one); each joining control plane's VM boots in its turn (run 7). Three 2-vCPU guests under software emulation never finished the
 second control plane's join here (README: Three control planes behind a VIP); the module is kept for
 hosts that can carry it, and runs only when KVMK_CLUSTER_E2E=1 is set.
 """

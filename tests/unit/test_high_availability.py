@@ -49,6 +49,9 @@ def test_the_leader_inits_then_each_control_plane_joins_after_the_one_before_the
     assert stage_of(ha, LEADER, "cni").urn in second_upload.dependencies
     assert second_member.urn in third_upload.dependencies and depends(ha, third_join, third_upload)
     assert not depends(ha, second_join, third_join)
+    # Each joining control plane's VM boots in its turn too (README: Three control planes behind a VIP).
+    second_vm, third_vm = (ha.by_name(f"k8s-{node}-node-domain") for node in JOINING)
+    assert stage_of(ha, LEADER, "cni").urn in second_vm.dependencies and second_member.urn in third_vm.dependencies
     third_member = stage_of(ha, THIRD, "etcd-member")
     for worker in WORKERS:
         assert third_member.urn in stage_of(ha, worker, "join").dependencies, worker
