@@ -2,8 +2,8 @@
 
 haproxy and keepalived are the host's Debian 12 packages (haproxy 2.6, keepalived 2.2.7, from
 tools/install-e2e-deps.sh; the Ubuntu guests get 2.8 and 2.2.8): each checks the file
-scripts/load-balancer.sh writes on every control plane, as that script does, and haproxy also runs
-it against stand-in API servers. kubeadm (tools/build-toolchain.sh) checks the leader's init, each
+scripts/load-balancer.sh writes on every control plane, as that script does; haproxy also runs
+it against stand-in API servers, and keepalived runs it on three control planes, one namespace each. kubeadm (tools/build-toolchain.sh) checks the leader's init, each
 joining control plane's join, the upload-certs stage's and the control planes' upgrade configs.
 
 Tools that need nothing of a node run in `unshare -rn`, as in test_real_tools.py. The others run in
@@ -14,10 +14,12 @@ the gateway and the default route. Nothing in it leads out of the namespace.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,10 +48,10 @@ NODE_LINK, GATEWAY_LINK = "kvmk-node", "kvmk-gw"
 # A node's kubeadm settings that need kubeadm's patches, so that their `patches` get judged too.
 SLOWER_PROBES = {"readinessProbePeriodSeconds": 10, "livenessProbeFailureThreshold": 30}
 
-# A stand-in API server: TLS on ADDRESS:6443, GET /readyz answered with STATUS, anything else 404.
+# A stand-in API server: TLS on ADDRESS:PORT, GET /readyz answered with STATUS, anything else 404.
 FAKE_API_SERVER = '''
 import http.server, ssl, sys
-cert, key, address, status = sys.argv[1:]
+cert, key, address, port, status = sys.argv[1:]
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         code = int(status) if self.path == "/readyz" else 404
@@ -60,7 +62,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(cert, key)
-server = http.server.HTTPServer((address, 6443), Handler)
+server = http.server.HTTPServer((address, int(port)), Handler)
 server.socket = context.wrap_socket(server.socket, server_side=True)
 print("ready", flush=True)
 server.serve_forever()
@@ -172,19 +174,11 @@ class LoadBalancer:
         self.processes: list[subprocess.Popen] = []
         self.api_servers: dict[str, subprocess.Popen] = {}
         self.socket = directory / "haproxy.sock"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                        "-nodes", "-days", "1", "-subj", "/CN=kube-apiserver",
-                        "-keyout", str(directory / "api.key"), "-out", str(directory / "api.crt")],
-                       check=True, capture_output=True)
-        (directory / "api-server.py").write_text(FAKE_API_SERVER)
+        self.start_fake = fake_api_servers(directory)
 
     def start_api_server(self, node, status: int) -> None:
-        process = subprocess.Popen(
-            self.netns.argv(sys.executable, str(self.directory / "api-server.py"), str(self.directory / "api.crt"),
-                            str(self.directory / "api.key"), str(node.ip), str(status)),
-            stdout=subprocess.PIPE, text=True)
+        process = self.start_fake(self.netns, str(node.ip), kubeadm.API_SERVER_PORT, status)
         self.processes.append(process)
-        assert process.stdout.readline() == "ready\n", f"the stand-in API server of {node.name} did not start"
         self.api_servers[node.name] = process
 
     def stop_api_server(self, node) -> None:
@@ -239,6 +233,24 @@ class LoadBalancer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def fake_api_servers(directory: Path):
+    """A function that starts a stand-in API server in a namespace, with a certificate made here."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=kube-apiserver",
+                    "-keyout", str(directory / "api.key"), "-out", str(directory / "api.crt")],
+                   check=True, capture_output=True)
+    (directory / "api-server.py").write_text(FAKE_API_SERVER)
+
+    def start(netns: Netns, address: str, port: int, status: int) -> subprocess.Popen:
+        process = subprocess.Popen(
+            netns.argv(sys.executable, str(directory / "api-server.py"), str(directory / "api.crt"),
+                       str(directory / "api.key"), address, str(port), str(status)),
+            stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline() == "ready\n", f"the stand-in API server on {address}:{port} did not start"
+        return process
+    return start
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -384,6 +396,137 @@ def test_keepalived_refuses_a_broken_config_or_check_script(
     result = keepalived_test(node_subnet, keepalived_dir, config, tmp_path, interface)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and complaint in output, output
+
+
+
+# keepalived running: the VIP among three control planes, each a network namespace of its own on one
+# bridge (in a namespace of its own too), with the rendered config and check script. The check asks
+# https://127.0.0.1:8443/readyz, as on a node: a stand-in there answers for the node's haproxy.
+
+# Three missed adverts (1 s apart) and keepalived's skew; a failing check: `fall 3` checks 3 s apart;
+# some slack on this busy machine.
+LOST_HOLDER_SECONDS = 3 + 10
+FAILED_CHECK_SECONDS = 3 * 3 + 10
+
+
+class ControlPlaneNetwork:
+    """The control planes' keepalived on a bridge: start, lose a node, ask who holds the VIP."""
+
+    def __init__(self, settings, directory: Path, keepalived_dir: Path):
+        self.settings, self.directory, self.keepalived_dir = settings, directory, keepalived_dir
+        prefix = f"kvmk-vrrp-{os.getpid()}"
+        self.switch = Netns(f"{prefix}-switch")
+        self.nodes = {node.name: Netns(f"{prefix}-{index}") for index, node in enumerate(settings.control_planes)}
+        self.ready_apis: dict[str, subprocess.Popen] = {}
+        self.keepalived: list[subprocess.Popen] = []
+        self.start_fake = fake_api_servers(directory)
+
+    def create(self) -> None:
+        subprocess.run(["ip", "netns", "add", self.switch.name], check=True)
+        self.switch.run("ip", "link", "add", "bridge", "type", "bridge")
+        self.switch.run("ip", "link", "set", "bridge", "up")
+        prefix = self.settings.network.subnet.prefixlen
+        for index, node in enumerate(self.settings.control_planes):
+            netns = self.nodes[node.name]
+            subprocess.run(["ip", "netns", "add", netns.name], check=True)
+            port = f"port{index}"
+            self.switch.run("ip", "link", "add", port, "type", "veth", "peer", "name", NODE_LINK, "netns", netns.name)
+            self.switch.run("ip", "link", "set", port, "master", "bridge", "up")
+            for argv in (("link", "set", "lo", "up"), ("link", "set", NODE_LINK, "up"),
+                         ("addr", "add", f"{node.ip}/{prefix}", "dev", NODE_LINK)):
+                netns.run("ip", *argv)
+
+    def start(self, node) -> None:
+        """The node's ready API behind its haproxy, then its keepalived."""
+        netns, here = self.nodes[node.name], self.directory / node.name
+        here.mkdir(exist_ok=True)
+        self.pass_check(node)
+        config = here / "keepalived.conf"
+        config.write_text(load_balancer.keepalived_config(self.settings, node).replace(load_balancer.INTERFACE, NODE_LINK))
+        mount_and_run = 'mount --bind "$1" "$2" && exec "$3" --dont-fork --log-console --vrrp -f "$4" -p "$5" -r "$6"'
+        log = (here / "keepalived.log").open("w")
+        self.keepalived.append(subprocess.Popen(
+            netns.argv("unshare", "--mount", "--propagation", "private", "sh", "-c", mount_and_run, "sh",
+                       str(self.keepalived_dir), str(Path(load_balancer.CHECK_SCRIPT).parent), host_tool("keepalived"),
+                       str(config), str(here / "keepalived.pid"), str(here / "vrrp.pid")),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    def pass_check(self, node) -> None:
+        """The node's haproxy serves a ready API (a stand-in for both)."""
+        self.ready_apis[node.name] = self.start_fake(self.nodes[node.name], "127.0.0.1", kubeadm.LOAD_BALANCER_PORT, 200)
+
+    def fail_check(self, node) -> None:
+        """The node's haproxy no longer serves a ready API."""
+        ready_api = self.ready_apis.pop(node.name)
+        ready_api.terminate()
+        ready_api.wait(timeout=10)
+
+    def lose(self, node) -> None:
+        """The node is gone from the network, as a VM shut off is: no advert, no answer."""
+        self.nodes[node.name].run("ip", "link", "set", NODE_LINK, "down")
+
+    def holders(self) -> list[str]:
+        address = f" {self.settings.vip}/"
+        return [name for name, netns in self.nodes.items()
+                if address in netns.run("ip", "-o", "-4", "addr", "show", "dev", NODE_LINK).stdout]
+
+    def wait_for_holders(self, expected: list[str], timeout: float) -> float:
+        """Seconds until exactly `expected` hold the VIP."""
+        start = time.monotonic()
+        wait_for(lambda: self.holders() == expected, timeout, f"VIP on {expected} (on {self.holders()}); keepalived's "
+                 f"logs in {self.directory}")
+        return time.monotonic() - start
+
+    def close(self) -> None:
+        for ready_api in self.ready_apis.values():
+            ready_api.terminate()
+        # keepalived forks its VRRP child: each one's whole session goes.
+        for process in self.keepalived:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in (*self.ready_apis.values(), *self.keepalived):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=10)
+        for netns in (*self.nodes.values(), self.switch):
+            subprocess.run(["ip", "netns", "delete", netns.name], check=False, capture_output=True)
+
+
+@pytest.fixture
+def control_plane_network(settings, keepalived_dir, tmp_path):
+    require(None if os.geteuid() == 0 else "network namespaces (ip netns add) need root")
+    for tool in ("ip", "openssl", "curl", "keepalived"):
+        host_tool(tool)
+    network = ControlPlaneNetwork(settings, tmp_path, keepalived_dir)
+    try:
+        network.create()
+        for node in settings.control_planes:
+            network.start(node)
+        # The leader's priority is the highest; the others stay backups.
+        network.wait_for_holders([settings.control_plane.name], 30)
+        yield network
+    finally:
+        network.close()
+
+
+def test_keepalived_moves_the_vip_to_the_next_control_plane_when_its_holder_is_lost(control_plane_network, settings):
+    leader, second, third = settings.control_planes
+    network = control_plane_network
+    network.lose(leader)
+    moved = network.wait_for_holders([second.name], LOST_HOLDER_SECONDS)
+    print(f"the VIP moved to {second.name} {moved:.1f} s after {leader.name} was lost")
+    network.lose(second)
+    network.wait_for_holders([third.name], LOST_HOLDER_SECONDS)
+
+
+def test_keepalived_moves_the_vip_off_a_holder_whose_check_fails_and_back_when_it_passes(
+        control_plane_network, settings):
+    leader, second, _ = settings.control_planes
+    network = control_plane_network
+    network.fail_check(leader)
+    # 150 - 50 is below the second's 149.
+    network.wait_for_holders([second.name], FAILED_CHECK_SECONDS)
+    network.pass_check(leader)
+    network.wait_for_holders([leader.name], FAILED_CHECK_SECONDS)
 
 
 # kubeadm
