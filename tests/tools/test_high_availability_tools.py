@@ -3,8 +3,8 @@
 haproxy and keepalived are the host's Debian 12 packages (haproxy 2.6, keepalived 2.2.7, from
 tools/install-e2e-deps.sh; the Ubuntu guests get 2.8 and 2.2.8): each checks the file
 scripts/load-balancer.sh writes on every control plane, as that script does; haproxy also runs
-it against stand-in API servers, and keepalived runs it on three control planes, one namespace each. kubeadm (tools/build-toolchain.sh) checks the leader's init, each
-joining control plane's join, the upload-certs stage's and the control planes' upgrade configs.
+it against stand-in API servers, and keepalived runs it on three control planes, one namespace
+each. kubeadm (tools/build-toolchain.sh) checks the leader's init, each joining control plane's join, the upload-certs stage's and the control planes' upgrade configs.
 
 Tools that need nothing of a node run in `unshare -rn`, as in test_real_tools.py. The others run in
 a network namespace of the test's own (`ip netns add`, deleted afterwards) that stands for the node
@@ -349,10 +349,14 @@ def keepalived_test(netns: Netns, keepalived_dir: Path, config: str, tmp_path: P
     """
     path = tmp_path / "keepalived.conf"
     path.write_text(config.replace(load_balancer.INTERFACE, interface))
-    mount_and_test = 'mount --bind "$1" "$2" && exec "$3" -t -f "$4"'
-    return netns.run("unshare", "--mount", "--propagation", "private", "sh", "-c", mount_and_test, "sh",
-                     str(keepalived_dir), str(Path(load_balancer.CHECK_SCRIPT).parent), host_tool("keepalived"),
-                     str(path), check=False)
+    return netns.run(*keepalived_over(keepalived_dir, "-t", "-f", str(path)), check=False)
+
+
+def keepalived_over(keepalived_dir: Path, *args: str) -> tuple[str, ...]:
+    """keepalived with `args`, in a mount namespace of its own where keepalived_dir is /etc/keepalived."""
+    mount_and_run = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    return ("unshare", "--mount", "--propagation", "private", "sh", "-c", mount_and_run, "sh",
+            str(keepalived_dir), str(Path(load_balancer.CHECK_SCRIPT).parent), host_tool("keepalived"), *args)
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])
@@ -396,7 +400,6 @@ def test_keepalived_refuses_a_broken_config_or_check_script(
     result = keepalived_test(node_subnet, keepalived_dir, config, tmp_path, interface)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and complaint in output, output
-
 
 
 # keepalived running: the VIP among three control planes, each a network namespace of its own on one
@@ -443,12 +446,10 @@ class ControlPlaneNetwork:
         self.pass_check(node)
         config = here / "keepalived.conf"
         config.write_text(load_balancer.keepalived_config(self.settings, node).replace(load_balancer.INTERFACE, NODE_LINK))
-        mount_and_run = 'mount --bind "$1" "$2" && exec "$3" --dont-fork --log-console --vrrp -f "$4" -p "$5" -r "$6"'
         log = (here / "keepalived.log").open("w")
         self.keepalived.append(subprocess.Popen(
-            netns.argv("unshare", "--mount", "--propagation", "private", "sh", "-c", mount_and_run, "sh",
-                       str(self.keepalived_dir), str(Path(load_balancer.CHECK_SCRIPT).parent), host_tool("keepalived"),
-                       str(config), str(here / "keepalived.pid"), str(here / "vrrp.pid")),
+            netns.argv(*keepalived_over(self.keepalived_dir, "--dont-fork", "--log-console", "--vrrp", "-f", str(config),
+                                        "-p", str(here / "keepalived.pid"), "-r", str(here / "vrrp.pid"))),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
     def pass_check(self, node) -> None:
